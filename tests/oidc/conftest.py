@@ -113,6 +113,7 @@ def pkce_pair() -> tuple[str, str]:
 @dataclass
 class LoginResult:
     code: str | None
+    error: str | None
     state_ok: bool
     verifier: str
     last: requests.Response  # the last response seen (login page, error page or the redirect)
@@ -137,6 +138,8 @@ def login(
     *,
     session: requests.Session | None = None,
     scope: str = "openid profile email eduperson_entitlement offline_access",
+    extra: dict | None = None,
+    action: str = "login",
 ) -> LoginResult:
     """Drive the authorization code + PKCE flow like a browser; returns the code (or None)."""
     s = session or requests.Session()
@@ -154,6 +157,7 @@ def login(
             "nonce": secrets.token_urlsafe(12),
             "code_challenge": challenge,
             "code_challenge_method": "S256",
+            **(extra or {}),
         },
         allow_redirects=False,
         timeout=10,
@@ -161,17 +165,18 @@ def login(
     page, target = follow(s, r, p.redirect_uri)
     if target is None:
         assert page.status_code == 200, page.text
-        forms = [f for f in parse_forms(page.text) if "password" in f["inputs"]]
-        assert forms, f"no login form in {page.text[:500]}"
+        forms = [f for f in parse_forms(page.text) if f["action"].endswith("/" + action)]
+        assert forms, f"no {action} form in {page.text[:500]}"
         form = forms[0]
         data = {**form["inputs"], "username": username, "password": password}
         r = s.post(urljoin(page.url, form["action"]), data=data, allow_redirects=False, timeout=10)
         page, target = follow(s, r, p.redirect_uri)
     if target is None:
-        return LoginResult(None, False, verifier, page)
+        return LoginResult(None, None, False, verifier, page)
     query = parse_qs(urlsplit(target).query)
     return LoginResult(
         code=query.get("code", [None])[0],
+        error=query.get("error", [None])[0],
         state_ok=query.get("state", [None])[0] == state,
         verifier=verifier,
         last=page,

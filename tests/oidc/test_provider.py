@@ -136,6 +136,22 @@ def test_refresh_token_issued_without_offline_access(provider, oidc, creds):
     assert tokens.get("refresh_token")
 
 
+def test_explicit_consent_prompt_is_granted_for_first_party_client(provider, oidc, creds):
+    result = oidc.login(
+        provider, "demo-member", creds["demo-member"], extra={"prompt": "login consent"}
+    )
+    assert result.code, result.last.text[:300]
+    tokens = oidc.exchange(provider, result.code, result.verifier).json()
+    assert "offline_access" in tokens["scope"].split() and tokens["refresh_token"]
+    claims = oidc.userinfo(provider, tokens["access_token"]).json()
+    assert claims["eduperson_entitlement"] == [MEMBER_URN]
+
+
+def test_cancel_returns_access_denied(provider, oidc):
+    result = oidc.login(provider, "", "", action="abort")
+    assert result.code is None and result.error == "access_denied" and result.state_ok
+
+
 def test_client_secret_basic_is_accepted(provider, oidc, creds):
     result = oidc.login(provider, "demo-member", creds["demo-member"])
     r = oidc.exchange(provider, result.code, result.verifier, basic=True)
