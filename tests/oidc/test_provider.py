@@ -342,3 +342,13 @@ def test_tokens_and_signing_key_survive_a_restart(tmp_path, oidc):
         settings.defaults(), tmp_path / "data", client_secret="x", redirect_uri=p.redirect_uri
     )
     assert issuer == p.issuer
+
+
+def test_broken_accounts_file_keeps_the_last_good_accounts(provider, oidc, creds):
+    good = provider.accounts_file.read_text()
+    try:
+        provider.accounts_file.write_text('{"accounts": ')  # e.g. a bad hand edit
+        assert oidc.login(provider, "demo-member", creds["demo-member"]).code
+    finally:
+        accounts.write_json_private(provider.accounts_file, json.loads(good))
+    assert oidc.login(provider, "demo-member", creds["demo-member"]).code
