@@ -10,6 +10,7 @@ or Dask workers started by the hub) so that shutdown can leave no orphan.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -134,28 +135,22 @@ class Supervisor:
 
 
 def _kill_quietly(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _terminate(name: str, proc: subprocess.Popen, sig: int, timeout: float) -> None:
     if proc.poll() is None:
         log.info("stopping %s (pid %s)", name, proc.pid)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop within %ss; killing it", name, timeout)
     # the group may hold grandchildren even after the leader exited
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     if proc.poll() is None:
         proc.wait(5)
 

@@ -1,0 +1,22 @@
+# C-SCALE Hub: the two commands (see README.md).
+#   make up     set up everything, then bring the whole platform up on this machine
+#   make test   set up everything, then run the test suite
+.PHONY: up test setup lint docs
+
+ARGS ?=
+PYTEST_ARGS ?=
+
+setup:
+	@bash scripts/setup.sh
+
+up: setup
+	.venv/bin/cscale-hub up $(ARGS)
+
+test: setup
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check cscale_extensions hub_config tests bench
+
+docs: setup
+	.venv/bin/cscale-hub config docs > docs/configuration.md

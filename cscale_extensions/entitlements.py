@@ -1,0 +1,70 @@
+"""Parse AARC-G002 entitlements (``eduperson_entitlement``) into VO memberships and roles.
+
+An EGI Check-in entitlement looks like::
+
+    urn:mace:egi.eu:group:vo.cscale.eu:role=member#aai.egi.eu
+    urn:mace:egi.eu:group:vo.cscale.eu:subgroup:role=manager#aai.egi.eu
+
+``<namespace>:<vo>[:<subgroup>…]:role=<role>#<authority>``. Only the VO (the first group
+component) and the role matter for admission; subgroup memberships count for their VO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    vo: str
+    groups: tuple[str, ...]
+    role: str
+    authority: str | None
+
+
+def parse(urn: str, namespace: str = "urn:mace:egi.eu:group") -> Entitlement | None:
+    """The VO, subgroups, role and authority of ``urn``, or None if it is not a group entitlement."""
+    if not isinstance(urn, str):
+        return None
+    prefix = namespace.rstrip(":") + ":"
+    if not urn.startswith(prefix):
+        return None
+    rest, _, authority = urn[len(prefix) :].partition("#")
+    parts = rest.split(":")
+    if len(parts) < 2 or not parts[-1].startswith("role="):
+        return None
+    role = parts[-1][len("role=") :]
+    groups = tuple(parts[:-1])
+    if not role or not all(groups):
+        return None
+    return Entitlement(vo=groups[0], groups=groups, role=role, authority=authority or None)
+
+
+def memberships(
+    urns: Iterable[str] | str | None,
+    *,
+    namespace: str = "urn:mace:egi.eu:group",
+    authority: str | None = "aai.egi.eu",
+) -> dict[str, set[str]]:
+    """Map each VO named in ``urns`` to the roles held in it (only from the right authority)."""
+    if isinstance(urns, str):
+        urns = [urns]
+    out: dict[str, set[str]] = {}
+    for urn in urns or ():
+        ent = parse(urn, namespace)
+        if ent is None or (authority is not None and ent.authority != authority):
+            continue
+        out.setdefault(ent.vo, set()).add(ent.role)
+    return out
+
+
+def admitted_vos(roles_by_vo: dict[str, set[str]], vos: Iterable[str]) -> list[str]:
+    """The configured VOs the user is a member of (any role implies membership)."""
+    return sorted(vo for vo in vos if roles_by_vo.get(vo))
+
+
+def is_admin(roles_by_vo: dict[str, set[str]], vos: Iterable[str], admin_roles: Iterable[str]) -> bool:
+    """True when the user holds an admin role in one of the configured VOs."""
+    admin_roles = set(admin_roles)
+    return any(roles_by_vo.get(vo, set()) & admin_roles for vo in vos)

@@ -1,0 +1,252 @@
+"""JupyterHub configuration of C-SCALE Hub, applied by ``hub_config/jupyterhub_config.py``.
+
+:func:`configure` is the one entry point, for the local stack and the Helm chart alike:
+
+1. authentication (OIDC discovery, VO gating, admin roles, token refresh),
+2. the hub itself (local deployment only: ports, proxy, database; z2jh does this on Kubernetes),
+3. the spawner (system users, same user, or KubeSpawner) and the user servers' environment,
+4. the hub services (dask-gateway, idle culler, EO-MQS, runs) and their roles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .auth import CScaleAuthenticator
+
+log = logging.getLogger("cscale.hub")
+SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
+
+
+def public_url(cfg: dict[str, Any]) -> str:
+    """The URL users open, always ending with "/"."""
+    url = cfg["platform"]["public_url"]
+    if not url:
+        h = cfg["hub"]
+        url = f"http://{h['ip']}:{h['port']}{h['base_url']}"
+    return url if url.endswith("/") else url + "/"
+
+
+def repo_root(cfg: dict[str, Any]) -> Path:
+    root = cfg["runtime"]["repo_root"]
+    return Path(root) if root else Path(__file__).resolve().parents[2]
+
+
+def configure(c, cfg: dict[str, Any]) -> None:
+    """Apply the platform configuration ``cfg`` to the JupyterHub config object ``c``."""
+    configure_auth(c, cfg)
+    if cfg["platform"]["deployment"] == "local":
+        configure_local_hub(c, cfg)
+    configure_spawner(c, cfg)
+    configure_services(c, cfg)
+
+
+def configure_auth(c, cfg: dict[str, Any]) -> None:
+    a = cfg["auth"]
+    if not a["issuer"]:
+        raise ValueError("auth.issuer is not set (the launcher sets it for the embedded provider)")
+    c.JupyterHub.authenticator_class = CScaleAuthenticator
+    auth = c.CScaleAuthenticator
+    auth.oidc_issuer = a["issuer"]
+    auth.client_id = a["client_id"]
+    auth.client_secret = a["client_secret"] or os.environ.get(SECRET_ENV, "")
+    auth.oauth_callback_url = public_url(cfg) + "hub/oauth_callback"
+    auth.scope = list(a["scopes"])
+    auth.username_claim = a["username_claim"]
+    auth.vos = list(a["vos"])
+    auth.allowed_groups = set(a["vos"])
+    auth.admin_roles = list(a["admin_roles"])
+    auth.entitlements_claim = a["entitlements_claim"]
+    auth.entitlement_namespace = a["entitlement_namespace"]
+    auth.entitlement_authority = a["entitlement_authority"]
+    auth.enrollment_url = a["enrollment_url"] or ""
+    auth.admin_users = set(cfg["hub"]["admin_users"])
+    auth.discovery_timeout = int(a["http_timeout"])
+    auth.http_request_kwargs = {"request_timeout": float(a["http_timeout"])}
+    auth.login_service = "EGI Check-in" if "aai.egi.eu" in a["issuer"] else "C-SCALE identity provider"
+    auth.enable_auth_state = True
+    auth.auth_refresh_age = int(a["refresh_age"])
+    auth.refresh_margin = max(60, 2 * int(a["refresh_age"]))
+    auth.refresh_pre_spawn = bool(a["refresh_pre_spawn"])
+
+
+def configure_local_hub(c, cfg: dict[str, Any]) -> None:
+    h = cfg["hub"]
+    data = Path(cfg["platform"]["data_dir"])
+    c.JupyterHub.bind_url = f"http://{h['ip']}:{h['port']}{h['base_url']}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{h['hub_port']}"
+    c.JupyterHub.proxy_class = "configurable-http-proxy"
+    c.ConfigurableHTTPProxy.should_start = False  # the launcher runs it, so it survives hub restarts
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{h['proxy_api_port']}"
+    c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{data / 'hub' / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data / "secrets" / "cookie_secret")
+    c.JupyterHub.pid_file = str(data / "hub" / "jupyterhub.pid")
+    c.JupyterHub.log_level = h["log_level"]
+    c.JupyterHub.concurrent_spawn_limit = h["concurrent_spawn_limit"]
+    c.JupyterHub.active_server_limit = h["active_server_limit"]
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = h["named_server_limit_per_user"]
+    c.JupyterHub.cookie_max_age_days = h["cookie_max_age_days"]
+    c.JupyterHub.last_activity_interval = min(300, cfg["culler"]["activity_interval"])
+    c.JupyterHub.cleanup_servers = True
+
+
+def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
+    """Environment of every user server: where the platform's services are."""
+    url = public_url(cfg)
+    env = {
+        "CSCALE_HUB_URL": url,
+        "CSCALE_STAC_URL": url + "services/eo-mqs/",
+        "CSCALE_RUNS_URL": url + "services/runs/",
+        "JUPYTERHUB_ACTIVITY_INTERVAL": str(cfg["culler"]["activity_interval"]),
+        "CSCALE_BUSY_CHECK_SECONDS": str(max(1, min(15, cfg["culler"]["activity_interval"]))),
+    }
+    dg = cfg["dask_gateway"]
+    if dg["enabled"]:
+        env.update({
+            "DASK_GATEWAY__ADDRESS": url + "services/dask-gateway",
+            "DASK_GATEWAY__PUBLIC_ADDRESS": url + "services/dask-gateway",
+            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        })
+        if cfg["platform"]["deployment"] == "local":
+            env["DASK_GATEWAY__PROXY_ADDRESS"] = f"gateway://127.0.0.1:{dg['scheduler_port']}"
+    env.update(cfg["spawner"]["environment"])
+    return env
+
+
+def _auth_state_hook(spawner, auth_state) -> None:
+    """Hand the user's current access token to their server (a snapshot; see cscale_extensions.token)."""
+    token = (auth_state or {}).get("access_token")
+    spawner.oidc_access_token = token or ""
+
+
+def configure_spawner(c, cfg: dict[str, Any]) -> None:
+    s = cfg["spawner"]
+    backend = s["backend"]
+    if backend == "auto":
+        backend = "system-users" if os.getuid() == 0 else "same-user"
+    c.Spawner.default_url = s["default_url"]
+    c.Spawner.start_timeout = s["start_timeout"]
+    c.Spawner.http_timeout = s["http_timeout"]
+    c.Spawner.auth_state_hook = _auth_state_hook
+    if s["mem_limit"]:
+        c.Spawner.mem_limit = s["mem_limit"]
+    if s["cpu_limit"]:
+        c.Spawner.cpu_limit = s["cpu_limit"]
+    if backend == "kubernetes":
+        from ..kube.spawner import configure_kubespawner
+
+        configure_kubespawner(c, cfg)
+        return
+
+    from .spawner import SameUserSpawner, SystemUserSpawner
+
+    data = Path(cfg["platform"]["data_dir"])
+    python = Path(s["python"] or sys.executable)
+    env = user_environment(cfg)
+    env["PATH"] = f"{python.parent}:/usr/local/bin:/usr/bin:/bin"
+    if cfg["platform"]["stack_id"]:
+        env["CSCALE_STACK_ID"] = cfg["platform"]["stack_id"]
+    n = cfg["notebooks"]
+    source = n["source"] or str(repo_root(cfg) / "workflow_notebooks")
+    if backend == "system-users":
+        if os.getuid() != 0:
+            raise ValueError("spawner.backend system-users needs the platform to run as root")
+        c.JupyterHub.spawner_class = SystemUserSpawner
+        c.SystemUserSpawner.homes_dir = str(data / "homes")
+    else:
+        log.warning(
+            "spawner.backend same-user: every user server runs as %s; users are NOT isolated "
+            "from each other. Run the platform as root for one account per user.",
+            os.environ.get("USER", os.getuid()),
+        )
+        c.JupyterHub.spawner_class = SameUserSpawner
+        c.SameUserSpawner.home_dir_template = str(data / "homes" / "{username}")
+    c.Spawner.cmd = [str(python.parent / "jupyterhub-singleuser")]
+    c.Spawner.notebooks_source = source if n["enabled"] else ""
+    c.Spawner.notebooks_target = n["target"]
+    c.Spawner.platform_env = env
+
+
+def _service_ports(cfg: dict[str, Any]) -> dict[str, int]:
+    return cfg["runtime"]["service_ports"]
+
+
+def configure_services(c, cfg: dict[str, Any]) -> None:
+    """Hub services and the roles that let users and their servers reach them."""
+    services: list[dict[str, Any]] = []
+    roles: list[dict[str, Any]] = []
+    user_services = []
+    local = cfg["platform"]["deployment"] == "local"
+    passthrough = {k: os.environ[k] for k in ("CSCALE_HUB_CONFIG", "CSCALE_STACK_ID") if k in os.environ}
+
+    dg = cfg["dask_gateway"]
+    if dg["enabled"]:
+        user_services.append("dask-gateway")
+        if local:
+            services.append({
+                "name": "dask-gateway",
+                "url": f"http://127.0.0.1:{dg['port']}",
+                "command": [
+                    str(Path(sys.executable).with_name("dask-gateway-server")),
+                    "-f", str(repo_root(cfg) / "hub_config" / "dask_gateway_config.py"),
+                ],
+                        "environment": {**passthrough, "DASK_GATEWAY_ENCRYPT_KEYS":
+                                os.environ.get("DASK_GATEWAY_ENCRYPT_KEYS", "")},
+                "display": False,
+            })
+
+    cu = cfg["culler"]
+    if cu["enabled"] and local:
+        cmd = [sys.executable, "-m", "jupyterhub_idle_culler",
+               f"--timeout={cu['timeout']}", f"--cull-every={cu['every']}", "--concurrency=5"]
+        if cu["max_age"]:
+            cmd.append(f"--max-age={cu['max_age']}")
+        services.append({"name": "idle-culler", "command": cmd, "environment": dict(passthrough)})
+        roles.append({
+            "name": "idle-culler",
+            "description": "Stop idle user servers",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        })
+
+    for name, extra in _optional_services(cfg).items():
+        services.append({**extra["service"], "environment": {**passthrough, **extra["service"].get("environment", {})}})
+        roles.extend(extra.get("roles", []))
+        user_services.append(name)
+
+    access = [f"access:services!service={name}" for name in user_services]
+    roles.append({"name": "user", "scopes": ["self", *access]})
+    roles.append({
+        "name": "server",
+        "description": "What a user server may do with its token",
+        "scopes": [
+            "users:activity!user", "access:servers!server", "read:users:name!user",
+            "read:users:groups!user", "admin:auth_state!user", *access,
+        ],
+    })
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+def _optional_services(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Services provided by other modules of the platform, when enabled and present."""
+    out: dict[str, dict[str, Any]] = {}
+    ports = _service_ports(cfg)
+    if cfg["platform"]["deployment"] != "local":
+        return out
+    if "eo-mqs" in ports:
+        from ..eomqs import service_spec as eomqs_spec
+
+        out["eo-mqs"] = {"service": eomqs_spec(cfg, ports["eo-mqs"])}
+    if "runs" in ports:
+        from ..runs import role_spec
+        from ..runs import service_spec as runs_spec
+
+        state = Path(cfg["platform"]["data_dir"]) / "runs"
+        out["runs"] = {"service": runs_spec(cfg, ports["runs"], state), "roles": [role_spec()]}
+    return out

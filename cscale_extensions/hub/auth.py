@@ -1,0 +1,184 @@
+"""GenericOAuthenticator for EGI Check-in style providers: OIDC discovery, VO gating, admin roles.
+
+Endpoints come from the issuer's discovery document, so switching from the embedded provider
+to ``https://aai.egi.eu/auth/realms/egi`` is a change of ``auth.issuer`` only. A user is
+admitted when an entitlement names one of ``vos``; they become admin with one of
+``admin_roles`` in such a VO. Hub groups are the admitted VOs (never raw URNs). The access
+token is refreshed with the refresh token before it expires, so the copy a user server reads
+from the hub is always usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import urllib.request
+from functools import cache
+from typing import Any
+
+from oauthenticator.generic import GenericOAuthenticator
+from traitlets import Bool, Integer, List, Unicode, default
+
+from .. import entitlements
+
+_POSIX_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@cache
+def discover(issuer: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The issuer's OpenID Connect discovery document (fetched once per process)."""
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            doc = json.load(resp)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"OIDC discovery failed for {url}: {exc}") from exc
+    if doc.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
+        raise RuntimeError(f"OIDC discovery at {url} names issuer {doc.get('issuer')!r}, expected {issuer!r}")
+    return doc
+
+
+def posix_username(name: str) -> str:
+    """A safe POSIX account name for a hub user: unchanged when already safe, else sanitised + hash."""
+    lowered = name.strip().lower()
+    if _POSIX_NAME.match(lowered):
+        return lowered
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    clean = re.sub(r"[^a-z0-9_-]+", "-", lowered).strip("-_") or "user"
+    if not clean[0].isalpha():
+        clean = "u-" + clean
+    return f"{clean[:22]}-{digest}"
+
+
+class CScaleAuthenticator(GenericOAuthenticator):
+    """OIDC login admitting members of configured VOs (``eduperson_entitlement``)."""
+
+    oidc_issuer = Unicode(
+        "",
+        config=True,
+        help="OIDC issuer; authorize, token and userinfo URLs default from its discovery document.",
+    )
+    vos = List(Unicode(), config=True, help="VOs whose members are admitted; each is a hub group.")
+    admin_roles = List(Unicode(), ["admin"], config=True, help="VO roles that grant hub admin.")
+    entitlements_claim = Unicode("eduperson_entitlement", config=True, help="Claim with entitlements.")
+    entitlement_namespace = Unicode("urn:mace:egi.eu:group", config=True, help="Entitlement namespace.")
+    entitlement_authority = Unicode(
+        "aai.egi.eu", allow_none=True, config=True, help="Required #authority of entitlements."
+    )
+    enrollment_url = Unicode(
+        "", config=True, help="Where to apply for VO membership; {vo} is replaced by the VO name."
+    )
+    refresh_margin = Integer(
+        600,
+        config=True,
+        help="Refresh the access token when it expires within this many seconds.",
+    )
+    discovery_timeout = Integer(10, config=True, help="Seconds to wait for the discovery document.")
+    posix_usernames = Bool(
+        True, config=True, help="Normalise usernames to safe POSIX account names."
+    )
+
+    def _discovered(self, key: str) -> str:
+        if not self.oidc_issuer:
+            return ""
+        return discover(self.oidc_issuer, self.discovery_timeout).get(key, "")
+
+    @default("authorize_url")
+    def _authorize_url_default(self):
+        return self._discovered("authorization_endpoint")
+
+    @default("token_url")
+    def _token_url_default(self):
+        return self._discovered("token_endpoint")
+
+    @default("userdata_url")
+    def _userdata_url_default(self):
+        return self._discovered("userinfo_endpoint")
+
+    @default("logout_redirect_url")
+    def _logout_redirect_url_default(self):
+        return ""
+
+    @default("manage_groups")
+    def _manage_groups_default(self):
+        return True
+
+    @default("enable_auth_state")
+    def _enable_auth_state_default(self):
+        return True
+
+    @default("custom_403_message")
+    def _custom_403_default(self):
+        return self.refusal_message()
+
+    def refusal_message(self) -> str:
+        vos = " or ".join(f"'{vo}'" for vo in self.vos) or "(none configured)"
+        msg = f"Access to this hub requires membership of the virtual organisation {vos}."
+        if self.enrollment_url and self.vos:
+            links = ", ".join(self.enrollment_url.format(vo=vo) for vo in self.vos)
+            msg += f" Apply to join at {links}, then log in again."
+        else:
+            msg += " Ask the VO's managers to add you, then log in again."
+        return msg
+
+    def normalize_username(self, username: str) -> str:
+        username = super().normalize_username(username)
+        return posix_username(username) if self.posix_usernames else username
+
+    def _roles_by_vo(self, auth_state: dict) -> dict[str, set[str]]:
+        user_info = auth_state.get(self.user_auth_state_key) or {}
+        return entitlements.memberships(
+            user_info.get(self.entitlements_claim),
+            namespace=self.entitlement_namespace,
+            authority=self.entitlement_authority,
+        )
+
+    async def get_user_groups(self, auth_state: dict) -> set[str]:
+        return set(entitlements.admitted_vos(self._roles_by_vo(auth_state), self.vos))
+
+    async def update_auth_model(self, auth_model: dict) -> dict:
+        roles = self._roles_by_vo(auth_model["auth_state"])
+        if entitlements.is_admin(roles, self.vos, self.admin_roles):
+            auth_model["admin"] = True
+        elif auth_model["admin"] is None:
+            auth_model["admin"] = False
+        return auth_model
+
+    async def check_allowed(self, username: str, auth_model: dict | None) -> bool:
+        if auth_model is None:
+            return True
+        if auth_model.get("admin"):
+            return True
+        groups = set(auth_model.get("groups") or ())
+        return bool(groups & set(self.vos)) or username in self.allowed_users
+
+    async def build_auth_state_dict(self, token_info: dict, user_info: dict) -> dict:
+        state = super().build_auth_state_dict(token_info, user_info)
+        expires_in = token_info.get("expires_in")
+        if isinstance(expires_in, int | float):
+            state["expires_at"] = time.time() + float(expires_in)
+        return state
+
+    async def refresh_user(self, user, handler=None, **kwargs):
+        """Refresh proactively: when the access token expires within ``refresh_margin``,
+        exchange the refresh token first, instead of waiting for userinfo to fail."""
+        auth_state = await user.get_auth_state() if self.enable_auth_state else None
+        if auth_state and auth_state.get("refresh_token"):
+            expires_at = auth_state.get("expires_at")
+            if expires_at is not None and expires_at - time.time() < self.refresh_margin:
+                self.log.info("Access token of %s expires soon; refreshing it", user.name)
+                params = self.build_refresh_token_request_params(auth_state["refresh_token"])
+                try:
+                    token_info = await self.get_token_info(handler, params)
+                except Exception as exc:
+                    self.log.info("Refreshing tokens of %s failed (%s); login required", user.name, exc)
+                    return False
+                token_info.setdefault("refresh_token", auth_state["refresh_token"])
+                try:
+                    return await self._token_to_auth_model(token_info)
+                except Exception as exc:
+                    self.log.error("Fresh token of %s does not work (%s); login required", user.name, exc)
+                    return False
+        return await super().refresh_user(user, handler, **kwargs)

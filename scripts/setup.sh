@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything C-SCALE Hub needs on this machine: Debian packages,
+# the Python environment (.venv, from requirements.lock), node packages, helper binaries.
+# Called by `make up` and `make test`; safe to run again (it skips what is already current).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STAMPS=.venv/.cscale-stamps
+say() { printf '[setup] %s\n' "$*"; }
+
+# 1. Debian packages (PostgreSQL/PostGIS for the pgstac site, Chromium for browser tests, ...)
+if [ -f scripts/apt-packages.txt ]; then
+  mapfile -t want < <(grep -v '^\s*#' scripts/apt-packages.txt | awk 'NF{print $1}')
+  missing=()
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      say "missing Debian packages: ${missing[*]} (run as root or: sudo apt-get install ${missing[*]})"; exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# 2. Python environment: Debian's python3 so that every user account can run it
+PY=${CSCALE_PYTHON:-/usr/bin/python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+mkdir -p "$STAMPS"
+if ! .venv/bin/python -c 'import uv' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check "uv==0.13.8"
+fi
+lock_sum=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -f "$STAMPS/py-$lock_sum" ]; then
+  say "installing Python packages from requirements.lock"
+  .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.lock
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+  rm -f "$STAMPS"/py-*; touch "$STAMPS/py-$lock_sum"
+fi
+# editable installs skip data-files: put the single-user server settings in place
+install -D -m 0644 share/jupyter-server-config/cscale_extensions.json \
+  .venv/etc/jupyter/jupyter_server_config.d/cscale_extensions.json
+install -D -m 0644 share/lab-settings/overrides.json .venv/share/jupyter/lab/settings/overrides.json
+
+# 3. node packages (configurable-http-proxy, oidc-provider)
+node_sum=$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -f node_modules/.cscale-$node_sum ]; then
+  command -v npm >/dev/null || { say "npm is missing: install Node.js 20 and npm"; exit 1; }
+  say "installing node packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  touch node_modules/.cscale-$node_sum
+fi
+
+# 4. optional helper binaries of the project (e.g. helm for the chart tests)
+for s in scripts/setup.d/*.sh; do
+  [ -e "$s" ] && bash "$s"
+done
+
+# user accounts must be able to reach the environment (system-users spawner)
+if [ "$(id -u)" -eq 0 ]; then
+  p=$ROOT
+  while [ "$p" != / ]; do
+    if [ "$(( $(stat -c '%a' "$p" | sed 's/^.*\(.\)$/\1/') & 1 ))" -eq 0 ]; then
+      say "warning: $p is not searchable by other accounts; user servers cannot run the venv here."
+      say "         clone the repository elsewhere (e.g. /opt or /srv) or chmod o+x $p"
+      break
+    fi
+    p=$(dirname "$p")
+  done
+fi
+say "ready"
