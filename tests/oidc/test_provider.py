@@ -352,3 +352,57 @@ def test_broken_accounts_file_keeps_the_last_good_accounts(provider, oidc, creds
     finally:
         accounts.write_json_private(provider.accounts_file, json.loads(good))
     assert oidc.login(provider, "demo-member", creds["demo-member"]).code
+
+
+def test_end_session_redirects_back_to_the_hub(provider, oidc, creds):
+    s = requests.Session()
+    assert oidc.login(provider, "demo-member", creds["demo-member"], session=s).code
+    back = provider.redirect_uri.rsplit("/", 1)[0] + "/"  # http://127.0.0.1:9/hub/
+    r = s.get(
+        provider.discovery()["end_session_endpoint"],
+        params={"client_id": provider.client_id, "post_logout_redirect_uri": back, "state": "st"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    form = oidc.parse_forms(r.text)[0]
+    done = s.post(
+        requests.compat.urljoin(r.url, form["action"]),
+        data={**form["inputs"], "logout": "yes"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert done.status_code in (302, 303)
+    assert done.headers["Location"].startswith(back) and "state=st" in done.headers["Location"]
+
+
+def test_unregistered_post_logout_uri_is_refused(provider):
+    r = requests.get(
+        provider.discovery()["end_session_endpoint"],
+        params={
+            "client_id": provider.client_id,
+            "post_logout_redirect_uri": "http://evil.example/",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 400 and "evil.example" not in r.headers.get("Location", "")
+
+
+def test_revoked_refresh_token_stops_working(provider, oidc, creds):
+    tokens = _tokens(provider, oidc, "demo-member", creds["demo-member"])
+    doc = provider.discovery()
+    auth = (provider.client_id, provider.client_secret)
+    r = requests.post(
+        doc["revocation_endpoint"],
+        data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+        auth=auth,
+        timeout=10,
+    )
+    assert r.status_code == 200
+    r = requests.post(
+        doc["token_endpoint"],
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=auth,
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
