@@ -1,0 +1,231 @@
+"""Persistent state of the runs service: runs and schedules (SQLAlchemy core).
+
+sqlite in the service's state directory by default; PostgreSQL when a URL is configured
+(``postgresql://…`` uses the installed psycopg 3 driver). Every change is committed at once,
+so a restart of the service loses nothing it has acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ACTIVE = ("dispatching", "running")
+TERMINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")
+STATES = ("queued", *ACTIVE, *TERMINAL)
+
+meta = sa.MetaData()
+runs = sa.Table(
+    "runs",
+    meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False, default=""),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("dispatched", sa.Float),
+    sa.Column("started", sa.Float),
+    sa.Column("finished", sa.Float),
+    sa.Column("notebook", sa.Text),  # JSON of the submitted notebook, or NULL when `path` is used
+    sa.Column("path", sa.String(1024)),  # notebook path in the user's home
+    sa.Column("parameters", sa.Text, nullable=False, default="{}"),
+    sa.Column("timeout", sa.Float, nullable=False, default=0),
+    sa.Column("kernel_name", sa.String(255)),
+    sa.Column("cwd", sa.String(1024)),
+    sa.Column("sweep_id", sa.String(32), index=True),
+    sa.Column("schedule_id", sa.String(32), index=True),
+    sa.Column("rerun_of", sa.String(32)),
+    sa.Column("cell", sa.Integer, nullable=False, default=0),
+    sa.Column("cells", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("cancel_sent", sa.Boolean, nullable=False, default=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("pid", sa.Integer),
+)
+schedules = sa.Table(
+    "schedules",
+    meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False, default=""),
+    sa.Column("cron", sa.String(255), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("next_fire", sa.Float, nullable=False),
+    sa.Column("last_fire", sa.Float),
+    sa.Column("last_run", sa.String(32)),
+    sa.Column("notebook", sa.Text),
+    sa.Column("path", sa.String(1024)),
+    sa.Column("parameters", sa.Text, nullable=False, default="{}"),
+    sa.Column("timeout", sa.Float, nullable=False, default=0),
+    sa.Column("kernel_name", sa.String(255)),
+    sa.Column("cwd", sa.String(1024)),
+)
+
+_JSON = ("notebook", "parameters", "error")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def engine_for(db_url: str | None, state_dir: Path) -> sa.Engine:
+    """An engine for ``db_url`` (None: sqlite file in ``state_dir``), tables created."""
+    if not db_url:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db_url = f"sqlite:///{state_dir / 'runs.sqlite'}"
+    if db_url.startswith(("postgresql://", "postgres://")):
+        db_url = "postgresql+psycopg://" + db_url.split("://", 1)[1]
+    kwargs: dict[str, Any] = {"future": True}
+    if db_url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = sa.create_engine(db_url, **kwargs)
+    meta.create_all(engine)
+    return engine
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for key in _JSON:
+        if key in out and out[key] is not None and not isinstance(out[key], str):
+            out[key] = json.dumps(out[key])
+    return out
+
+
+def _decode(row: sa.Row | None, *, with_notebook: bool = False) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row._mapping)
+    for key in _JSON:
+        if key in out and out[key] is not None:
+            if key == "notebook" and not with_notebook:
+                out[key] = None
+                continue
+            out[key] = json.loads(out[key])
+    return out
+
+
+class Store:
+    """Small repository of runs and schedules."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    # runs
+    def add_runs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        now = time.time()
+        full = []
+        for row in rows:
+            full.append(
+                {
+                    "id": new_id(),
+                    "state": "queued",
+                    "created": now,
+                    "name": "",
+                    "parameters": {},
+                    "timeout": 0,
+                    "cell": 0,
+                    "cells": 0,
+                    "message": "",
+                    "cancel_requested": False,
+                    "cancel_sent": False,
+                    "attempts": 0,
+                    **row,
+                }
+            )
+        with self.engine.begin() as conn:
+            conn.execute(runs.insert(), [_encode(r) for r in full])
+        return [self.get_run(r["id"]) for r in full]
+
+    def get_run(self, run_id: str, *, with_notebook: bool = False) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(runs.select().where(runs.c.id == run_id)).first()
+        return _decode(row, with_notebook=with_notebook)
+
+    def list_runs(
+        self,
+        owner: str | None = None,
+        states: tuple[str, ...] | None = None,
+        sweep_id: str | None = None,
+        schedule_id: str | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        q = runs.select()
+        if owner is not None:
+            q = q.where(runs.c.owner == owner)
+        if states:
+            q = q.where(runs.c.state.in_(states))
+        if sweep_id:
+            q = q.where(runs.c.sweep_id == sweep_id)
+        if schedule_id:
+            q = q.where(runs.c.schedule_id == schedule_id)
+        order = runs.c.created.asc() if oldest_first else runs.c.created.desc()
+        q = q.order_by(order, runs.c.id)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [_decode(r) for r in conn.execute(q)]
+
+    def update_run(self, run_id: str, expect: tuple[str, ...] | None = None, **values: Any) -> bool:
+        """Change a run; with ``expect``, only while its state is one of those (returns success)."""
+        q = runs.update().where(runs.c.id == run_id)
+        if expect:
+            q = q.where(runs.c.state.in_(expect))
+        with self.engine.begin() as conn:
+            return conn.execute(q.values(**_encode(values))).rowcount == 1
+
+    def count_active(self) -> dict[str, int]:
+        q = (
+            sa.select(runs.c.owner, sa.func.count())
+            .where(runs.c.state.in_(ACTIVE))
+            .group_by(runs.c.owner)
+        )
+        with self.engine.connect() as conn:
+            return {owner: n for owner, n in conn.execute(q)}
+
+    # schedules
+    def add_schedule(self, row: dict[str, Any]) -> dict[str, Any]:
+        full = {
+            "id": new_id(),
+            "created": time.time(),
+            "name": "",
+            "parameters": {},
+            "timeout": 0,
+            **row,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(schedules.insert(), [_encode(full)])
+        return self.get_schedule(full["id"])
+
+    def get_schedule(self, sid: str, *, with_notebook: bool = False) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(schedules.select().where(schedules.c.id == sid)).first()
+        return _decode(row, with_notebook=with_notebook)
+
+    def list_schedules(
+        self, owner: str | None = None, due_before: float | None = None, with_notebook: bool = False
+    ) -> list[dict[str, Any]]:
+        q = schedules.select().order_by(schedules.c.created)
+        if owner is not None:
+            q = q.where(schedules.c.owner == owner)
+        if due_before is not None:
+            q = q.where(schedules.c.next_fire <= due_before)
+        with self.engine.connect() as conn:
+            return [_decode(r, with_notebook=with_notebook) for r in conn.execute(q)]
+
+    def update_schedule(self, sid: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(schedules.update().where(schedules.c.id == sid).values(**_encode(values)))
+
+    def delete_schedule(self, sid: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(schedules.delete().where(schedules.c.id == sid)).rowcount == 1

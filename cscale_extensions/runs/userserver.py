@@ -1,0 +1,283 @@
+"""Reach a user's ``runs`` server: start it through the hub, then use its Jupyter Server API.
+
+Everything goes over HTTP with the service's hub token: the hub REST API to start the named
+server (so it gets the user's spawner, profile, limits, environment and home), and the user
+server's REST API through the hub's proxy (contents API to write the run spec and read
+status/output/log; one small "launcher" kernel per user to start detached executors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+log = logging.getLogger("cscale.runs")
+
+
+class ServerError(RuntimeError):
+    """The user's server could not be started or reached."""
+
+
+class Gone(ServerError):
+    """The user's server is not running (any more)."""
+
+
+LAUNCH_CODE = """
+import os as _o, subprocess as _s, sys as _y, shlex as _q
+_d = _o.path.abspath({rel!r})
+_c = " ".join(_q.quote(a) for a in [_y.executable, "-m", "cscale_extensions.runs.executor", _d,
+      "--root", _o.getcwd()])
+_s.run(["sh", "-c", "setsid " + _c + " </dev/null >>" + _q.quote(_o.path.join(_d, "log.txt"))
+        + " 2>&1 &"], check=True)
+print("launched")
+"""
+
+
+class UserServers:
+    """Client for the hub API and the users' ``runs`` servers."""
+
+    def __init__(
+        self,
+        hub_api_url: str,
+        proxy_url: str,
+        token: str,
+        server_name: str,
+        start_timeout: float = 300.0,
+    ):
+        self.hub_api = hub_api_url.rstrip("/")
+        parts = urlsplit(proxy_url)
+        self.proxy_origin = f"{parts.scheme}://{parts.netloc}"
+        self.token = token
+        self.server_name = server_name
+        self.start_timeout = start_timeout
+        headers = {"Authorization": f"token {token}"}
+        self.http = httpx.AsyncClient(headers=headers, timeout=30.0)
+        self._urls: dict[str, str] = {}
+        self._kernels: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._dirs: set[str] = set()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # hub side
+    async def user_model(self, user: str) -> dict[str, Any] | None:
+        r = await self.http.get(f"{self.hub_api}/users/{quote(user)}")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return r.json()
+
+    async def server_state(self, user: str) -> dict[str, Any] | None:
+        model = await self.user_model(user)
+        return ((model or {}).get("servers") or {}).get(self.server_name)
+
+    async def ensure_server(self, user: str) -> str:
+        """The base URL of the user's runs server, starting it if needed."""
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        async with lock:
+            deadline = time.monotonic() + self.start_timeout
+            requested = False
+            while True:
+                state = await self.server_state(user)
+                if state and state.get("ready"):
+                    url = self.proxy_origin + state["url"]
+                    if self._urls.get(user) != url:
+                        self._kernels.pop(user, None)
+                        self._dirs.discard(user)
+                    self._urls[user] = url
+                    return url
+                if not state or (not state.get("pending") and not state.get("ready")):
+                    if requested and state is None:
+                        raise ServerError(
+                            f"the {self.server_name!r} server of {user} failed to start"
+                        )
+                    r = await self.http.post(
+                        f"{self.hub_api}/users/{quote(user)}/servers/{self.server_name}", json={}
+                    )
+                    if r.status_code not in (201, 202, 400):
+                        raise ServerError(
+                            f"the hub refused to start the {self.server_name!r} server of {user}: "
+                            f"{r.status_code} {_hub_message(r)}"
+                        )
+                    requested = True
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"the {self.server_name!r} server of {user} did not start in time"
+                    )
+                await asyncio.sleep(0.5)
+
+    def _url(self, user: str) -> str:
+        try:
+            return self._urls[user]
+        except KeyError:
+            raise Gone(f"no known server for {user}") from None
+
+    async def _request(self, user: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        url = self._url(user) + path
+        try:
+            r = await self.http.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"{method} {path} on the server of {user}: {exc}") from exc
+        if r.status_code in (502, 503, 424) or (r.status_code == 404 and "/hub/" in str(r.url)):
+            self._urls.pop(user, None)
+            raise Gone(f"the {self.server_name!r} server of {user} is not running")
+        if r.status_code == 302 and "/hub/" in r.headers.get("location", ""):
+            self._urls.pop(user, None)
+            raise Gone(f"the {self.server_name!r} server of {user} is not running")
+        return r
+
+    async def refresh_url(self, user: str) -> bool:
+        """Re-learn the server URL from the hub; False when the server is not running."""
+        state = await self.server_state(user)
+        if state and state.get("ready"):
+            self._urls[user] = self.proxy_origin + state["url"]
+            return True
+        self._urls.pop(user, None)
+        return False
+
+    # contents API
+    async def mkdir(self, user: str, path: str) -> None:
+        r = await self._request(
+            user, "PUT", f"api/contents/{quote(path)}", json={"type": "directory"}
+        )
+        if r.status_code not in (200, 201):
+            raise ServerError(f"cannot create {path} for {user}: {r.status_code} {r.text[:200]}")
+
+    async def write_text(self, user: str, path: str, text: str) -> None:
+        body = {"type": "file", "format": "text", "content": text}
+        r = await self._request(user, "PUT", f"api/contents/{quote(path)}", json=body)
+        if r.status_code not in (200, 201):
+            raise ServerError(f"cannot write {path} for {user}: {r.status_code} {r.text[:200]}")
+
+    async def read_text(self, user: str, path: str) -> str | None:
+        """A text file of the user's server, or None when it does not exist."""
+        r = await self._request(
+            user,
+            "GET",
+            f"api/contents/{quote(path)}",
+            params={"type": "file", "format": "text", "content": "1"},
+        )
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise ServerError(f"cannot read {path} for {user}: {r.status_code}")
+        return r.json()["content"]
+
+    async def prepare_dir(self, user: str, run_dir: str) -> None:
+        if user not in self._dirs:
+            await self.mkdir(user, run_dir.split("/")[0])
+            self._dirs.add(user)
+        await self.mkdir(user, run_dir)
+
+    # launcher kernel
+    async def _kernel(self, user: str, fresh: bool = False) -> str:
+        if not fresh and user in self._kernels:
+            return self._kernels[user]
+        r = await self._request(user, "POST", "api/kernels", json={})
+        if r.status_code not in (200, 201):
+            raise ServerError(
+                f"cannot start a launcher kernel for {user}: {r.status_code} {r.text[:200]}"
+            )
+        self._kernels[user] = r.json()["id"]
+        return self._kernels[user]
+
+    async def launch(self, user: str, run_dir: str) -> None:
+        """Start the detached executor for ``run_dir`` in the user's server."""
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        async with lock:
+            last: Exception | None = None
+            for fresh in (False, True):
+                kernel = await self._kernel(user, fresh=fresh)
+                try:
+                    out = await self._execute(user, kernel, LAUNCH_CODE.format(rel=run_dir))
+                except (OSError, ServerError, TimeoutError) as exc:
+                    last = exc
+                    self._kernels.pop(user, None)
+                    continue
+                if "launched" in out:
+                    return
+                last = ServerError(f"launcher said: {out[-500:]}")
+            raise ServerError(f"could not launch the executor for {user}: {last}")
+
+    async def shutdown_kernel(self, user: str) -> None:
+        kernel = self._kernels.pop(user, None)
+        if kernel and user in self._urls:
+            with contextlib.suppress(ServerError):
+                await self._request(user, "DELETE", f"api/kernels/{kernel}")
+
+    async def _execute(self, user: str, kernel: str, code: str, timeout: float = 60.0) -> str:
+        ws_url = self._url(user).replace("http", "ws", 1) + f"api/kernels/{kernel}/channels"
+        req = HTTPRequest(
+            ws_url, headers={"Authorization": f"token {self.token}"}, request_timeout=30
+        )
+        try:
+            conn = await websocket_connect(req)
+        except Exception as exc:
+            raise ServerError(f"kernel websocket for {user}: {exc}") from exc
+        msg_id = uuid.uuid4().hex
+        msg = {
+            "header": {
+                "msg_id": msg_id,
+                "username": "runs",
+                "session": uuid.uuid4().hex,
+                "msg_type": "execute_request",
+                "version": "5.3",
+                "date": datetime.now(UTC).isoformat(),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "channel": "shell",
+            "buffers": [],
+            "content": {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        }
+        out: list[str] = []
+        try:
+            await conn.write_message(json.dumps(msg))
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("launcher kernel did not answer")
+                raw = await asyncio.wait_for(conn.read_message(), remaining)
+                if raw is None:
+                    raise ServerError("kernel websocket closed")
+                if isinstance(raw, bytes):
+                    continue
+                reply = json.loads(raw)
+                if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = reply.get("msg_type") or reply["header"]["msg_type"]
+                if kind == "stream":
+                    out.append(reply["content"].get("text", ""))
+                elif kind == "error":
+                    out.append("\n".join(reply["content"].get("traceback", [])))
+                elif kind == "execute_reply":
+                    return "".join(out)
+        finally:
+            conn.close()
+
+
+def _hub_message(r: httpx.Response) -> str:
+    try:
+        return r.json().get("message", r.text[:200])
+    except ValueError:
+        return r.text[:200]
