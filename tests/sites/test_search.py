@@ -160,3 +160,19 @@ def test_date_ranges_differ_between_sites(expected: dict, eodata: Path) -> None:
     }
     assert len(set(spans.values())) == len(spans)
     assert all(isinstance(a, date) for a, _ in spans.values())
+
+
+def test_pgstac_site_names_itself_and_supports_more_than_search(federation: Federation) -> None:
+    entry = federation.site("eodc")
+    landing = requests.get(entry["url"], timeout=10).json()
+    assert landing["id"] == "eodc" and landing["title"] == entry["title"]
+    conformance = requests.get(f"{entry['url']}conformance", timeout=10).json()["conformsTo"]
+    assert any("item-search#sort" in c for c in conformance)
+    body = {
+        "collections": ["landsat-7-etm-sr"],
+        "limit": 100,
+        "sortby": [{"field": "properties.eo:cloud_cover", "direction": "asc"}],
+    }
+    feats = requests.post(f"{entry['url']}search", json=body, timeout=10).json()["features"]
+    covers = [f["properties"]["eo:cloud_cover"] for f in feats]
+    assert covers == sorted(covers) and len(set(covers)) > 1
