@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 MARKER = "CSCALE_RUNS_TEST_ID"
-USERS = ("alice", "bob", "root-admin")
+USERS = ("alice", "bob", "carol", "dave", "erin", "root-admin")
 
 HUB_CONFIG = """
 import json
@@ -260,3 +260,18 @@ def runs_for(minihub):
         return Runs(minihub.runs_url, minihub.token(user, scopes))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def carol(minihub) -> Runs:
+    return Runs(minihub.runs_url, minihub.token("carol"))
+
+
+@pytest.fixture(scope="session")
+def dave(minihub) -> Runs:
+    return Runs(minihub.runs_url, minihub.token("dave"))
+
+
+@pytest.fixture(scope="session")
+def erin(minihub) -> Runs:
+    return Runs(minihub.runs_url, minihub.token("erin"))
