@@ -1,0 +1,253 @@
+"""Render the chart with a real helm binary and STUB subcharts (see conftest).
+
+Covers our templates, values.schema.json and consistency checks, and validates every object
+we render against the Kubernetes 1.31 OpenAPI schemas (kubernetes-validate, strict, offline).
+Not covered: anything the z2jh / dask-gateway charts render (they are stubs here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cscale_extensions import settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "cscale-hub"
+EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
+VALUE_SETS = [[]] + [[p] for p in EXAMPLES]
+IDS = ["defaults"] + [p.stem for p in EXAMPLES]
+
+
+def test_examples_exist():
+    assert {p.stem for p in EXAMPLES} >= {"production", "workshop"}
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_lint_strict_with_stub_subcharts(run, chart_copy, values):
+    args = ["lint", "--strict", str(chart_copy)]
+    for v in values:
+        args += ["-f", str(v)]
+    out = run(*args)
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_rendered_objects_valid_for_kubernetes_1_31_with_stub_subcharts(render, values):
+    objs = render(*values)
+    kinds = sorted({o["kind"] for o in objs})
+    assert {"ConfigMap", "Deployment", "Service", "NetworkPolicy"} <= set(kinds)
+    for o in objs:
+        kubernetes_validate.validate(o, "1.31", strict=True)
+
+
+def test_kubernetes_validate_rejects_a_bad_object(render, obj):
+    """The validator is strict: a misspelt field fails (so the test above can fail)."""
+    dep = obj(render(), "Deployment", "cscale-eo-mqs")
+    dep["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, "1.31", strict=True)
+
+
+def test_hub_config_configmap_is_the_repository_file_byte_for_byte(render, obj):
+    data = obj(render(), "ConfigMap", "cscale-hub-config")["data"]
+    for name in ("jupyterhub_config.py", "dask_gateway_config.py"):
+        assert data[name].encode() == (REPO / "hub_config" / name).read_bytes(), name
+
+
+def test_chart_reads_hub_config_through_a_symlink_to_the_repository():
+    link = CHART / "files" / "hub_config"
+    assert link.is_symlink()
+    assert link.resolve() == (REPO / "hub_config").resolve()
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_settings_configmap_is_a_valid_platform_configuration(render, obj, values, tmp_path):
+    """What the hub, gateway and EO-MQS read passes the settings model, as the chart meant it."""
+    text = obj(render(*values), "ConfigMap", "cscale-settings")["data"]["config.yaml"]
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    cfg = settings.load(path)
+    assert cfg["platform"]["deployment"] == "kubernetes"
+    assert cfg["spawner"]["backend"] == "kubernetes"
+    assert cfg["dask_gateway"]["backend"] == "kubernetes"
+    for v in values:
+        _assert_contains(cfg, yaml.safe_load(v.read_text())["cscale"], "cscale")
+
+
+def _assert_contains(got, wanted, where: str) -> None:
+    if isinstance(wanted, dict):
+        for key, value in wanted.items():
+            _assert_contains(got[key], value, f"{where}.{key}")
+    else:
+        assert got == wanted, where
+
+
+def _deployments(objs):
+    return [o for o in objs if o["kind"] == "Deployment"]
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_our_pods_are_non_root_read_only_without_capabilities(render, values):
+    deps = _deployments(render(*values))
+    assert deps
+    for dep in deps:
+        spec = dep["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] >= 1000
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
+            assert "livenessProbe" in c and "readinessProbe" in c
+
+
+def test_eomqs_deployment_runs_the_documented_command_as_hub_service(render, obj):
+    objs = render()
+    c = obj(objs, "Deployment", "cscale-eo-mqs")["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == [
+        "python",
+        "-m",
+        "cscale_extensions.eomqs",
+        "--config",
+        "/etc/cscale/config.yaml",
+        "--port",
+        "8080",
+    ]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["CSCALE_HUB_CONFIG"]["value"] == "/etc/cscale/config.yaml"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"]["value"] == "/services/eo-mqs/"
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hub",
+        "key": "hub.services.eo-mqs.apiToken",
+    }
+    svc = obj(objs, "Service", "cscale-eo-mqs")
+    assert svc["spec"]["ports"][0]["port"] == 8080
+    # the hub routes /services/eo-mqs/ to exactly that Service
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["jupyterhub"]["hub"]["services"]["eo-mqs"]["url"] == "http://cscale-eo-mqs:8080"
+    runs = obj(objs, "Deployment", "cscale-runs")["spec"]["template"]["spec"]["containers"][0]
+    assert runs["command"] == ["python", "-m", "cscale_extensions.runs"]
+
+
+def test_network_policy_admits_only_proxy_hub_and_user_servers(render, obj):
+    np = obj(render(), "NetworkPolicy", "cscale-eo-mqs")["spec"]
+    assert np["policyTypes"] == ["Ingress", "Egress"]
+    (rule,) = np["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchExpressions"][0]["values"] == [
+        "proxy",
+        "hub",
+        "singleuser-server",
+    ]
+    runs = obj(render(), "NetworkPolicy", "cscale-runs")["spec"]
+    assert not any("ipBlock" in str(e) for e in runs["egress"]), (
+        "runs has no public egress by default"
+    )
+
+
+def test_network_policies_can_be_turned_off(render):
+    kinds = {o["kind"] for o in render(set=["networkPolicy.enabled=false"])}
+    assert "NetworkPolicy" not in kinds
+
+
+def test_oidc_secret_rendered_only_when_asked(render, obj, helm_error):
+    assert not [o for o in render() if o["kind"] == "Secret"]
+    sec = obj(
+        render(set=["oidc.createSecret=true", "oidc.clientSecret=s3cret"]), "Secret", "cscale-oidc"
+    )
+    assert sec["stringData"]["client-secret"] == "s3cret"
+    with pytest.raises(helm_error, match="oidc.clientSecret is empty"):
+        render(set=["oidc.createSecret=true"])
+
+
+def test_pod_template_changes_when_settings_change(render, obj):
+    """helm upgrade with new settings restarts EO-MQS (checksum annotation)."""
+    a = obj(render(), "Deployment", "cscale-eo-mqs")["spec"]["template"]["metadata"]["annotations"]
+    b = obj(
+        render(set=["cscale.culler.timeout=7200", "jupyterhub.cull.timeout=7200"]),
+        "Deployment",
+        "cscale-eo-mqs",
+    )["spec"]["template"]["metadata"]["annotations"]
+    assert a["checksum/settings"] != b["checksum/settings"]
+
+
+BAD_VALUES = [
+    ("cscale.kubernetes.uid=0", "cscale.kubernetes.uid"),
+    ("cscale.spawner.backend=same-user", "cscale.spawner.backend"),
+    ("cscale.platform.deployment=local", "cscale.platform.deployment"),
+    ("cscale.federation.embedded_sites=true", "cscale.federation.embedded_sites"),
+    ("cscale.kubernetes.storage.capacity=lots", "cscale.kubernetes.storage.capacity"),
+    ("cscale.kubernetes.profiles[0].slug=Not_A_Slug", "cscale.kubernetes.profiles.0.slug"),
+    ("cscale.culler.timeout=-5", "cscale.culler.timeout"),
+    ("cscale.kubernetes.nodeSelector.x=y", "cscale.kubernetes"),
+    ("cscale.auth.issuer=http://insecure.example", "cscale.auth.issuer"),
+    ("eomqs.replicas=0", "eomqs.replicas"),
+    ("eomqs.port=80", "eomqs.port"),
+    ("runs.image.pullPolicy=Sometimes", "runs.image.pullPolicy"),
+    ("oidc.existingSecret=x", "oidc"),
+    ("unknownTopLevel=1", "unknownTopLevel"),
+]
+
+
+@pytest.mark.parametrize(("setting", "key"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_schema_rejects_bad_value_naming_the_key(render, helm_error, setting, key):
+    with pytest.raises(helm_error) as err:
+        render(set=[setting])
+    assert "don't meet the specifications of the schema" in err.value.stderr
+    assert key in err.value.stderr
+
+
+CHECKS = [
+    (
+        ["jupyterhub.cull.timeout=10"],
+        "jupyterhub.cull.timeout (10) must equal cscale.culler.timeout",
+    ),
+    (
+        ["cscale.culler.enabled=false"],
+        "jupyterhub.cull.enabled (true) must equal cscale.culler.enabled",
+    ),
+    (["jupyterhub.singleuser.image.tag=other"], "jupyterhub.singleuser.image"),
+    (["jupyterhub.singleuser.storage.type=dynamic"], "jupyterhub.singleuser.storage.type"),
+    (
+        [
+            "cscale.kubernetes.profiles[0].slug=a",
+            "cscale.kubernetes.profiles[0].display_name=A",
+            "cscale.kubernetes.profiles[0].cpu_limit=1",
+            "cscale.kubernetes.profiles[0].mem_limit=1G",
+            "cscale.kubernetes.profiles[0].site=mars",
+        ],
+        'unknown site "mars"',
+    ),
+    (
+        ["dask-gateway.enabled=false"],
+        "dask-gateway.enabled (false) must equal cscale.dask_gateway.enabled",
+    ),
+    (["dask-gateway.gateway.auth.type=simple"], "dask-gateway.gateway.auth.type must be"),
+]
+
+
+@pytest.mark.parametrize(("settings_", "message"), CHECKS, ids=[c[1][:40] for c in CHECKS])
+def test_consistency_checks_stop_the_render(render, helm_error, settings_, message):
+    with pytest.raises(helm_error) as err:
+        render(set=settings_)
+    assert message in err.value.stderr
+
+
+def test_consistent_change_renders(render):
+    """The checks compare, they do not pin: changing both sides together is accepted."""
+    objs = render(
+        set=[
+            "cscale.culler.timeout=600",
+            "jupyterhub.cull.timeout=600",
+            "cscale.dask_gateway.enabled=false",
+            "dask-gateway.enabled=false",
+        ]
+    )
+    assert objs

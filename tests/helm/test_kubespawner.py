@@ -1,0 +1,254 @@
+"""KubeSpawner with our configuration builds valid pods, without a Kubernetes API server.
+
+Real parts: jupyterhub's User / ORM (in-memory sqlite), KubeSpawner 7 and its
+``get_pod_manifest()`` / ``get_pvc_manifest()``. The only stand-in is the Kubernetes API: a
+kubeconfig naming an unreachable server (nothing here contacts it; building manifests does not
+need the API). Objects are validated with kubernetes-validate (1.31, strict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient
+from tornado import web
+from traitlets.config import Config
+
+from cscale_extensions import settings
+from cscale_extensions.kube.spawner import (
+    CScaleKubeSpawner,
+    allowed_profiles,
+    configure_kubespawner,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PRODUCTION = REPO / "helm" / "cscale-hub" / "examples" / "production.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_kubeconfig(tmp_path_factory):
+    """A kubeconfig for an API server that does not exist (KubeSpawner loads one at init)."""
+    import kubernetes_asyncio.config.kube_config as kube_config
+
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "offline",
+                "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "not-used"}}],
+            }
+        )
+    )
+    old = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+    yield path
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = old
+
+
+def production_cfg(**overrides) -> dict:
+    values = yaml.safe_load(PRODUCTION.read_text())["cscale"]
+    base = {
+        "platform": {"deployment": "kubernetes"},
+        "spawner": {"backend": "kubernetes"},
+        "dask_gateway": {"backend": "kubernetes"},
+        "federation": {"embedded_sites": False},
+    }
+    return settings.load(None, settings.deep_merge(settings.deep_merge(base, values), overrides))
+
+
+def make_spawner(c: Config, username: str, groups: list[str]):
+    """A real jupyterhub User (in-memory ORM) in ``groups`` and its spawner built from ``c``."""
+    from jupyterhub import orm
+    from jupyterhub.objects import Hub
+    from jupyterhub.user import User
+
+    db = orm.new_session_factory("sqlite:///:memory:")()
+    user = orm.User(name=username)
+    db.add(user)
+    for name in groups:
+        group = orm.Group(name=name)
+        db.add(group)
+        user.groups.append(group)
+    db.commit()
+    hub = Hub(ip="hub", port=8081, base_url="/hub/")
+    wrapper = User(
+        user,
+        settings={
+            "spawner_class": c.JupyterHub.spawner_class,
+            "config": c,
+            "hub": hub,
+            "db": db,
+            "domain": "",
+            "base_url": "/",
+        },
+    )
+    return wrapper.spawner
+
+
+async def pod_for(c: Config, groups: list[str], profile: str | None = None, username="alice"):
+    spawner = make_spawner(c, username, groups)
+    try:
+        spawner.user_options = {"profile": profile} if profile else {}
+        await spawner.load_user_options()
+        spawner.api_token = "token-for-test"
+        pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+        pvc = ApiClient().sanitize_for_serialization(spawner.get_pvc_manifest())
+        return spawner, pod, pvc
+    finally:
+        await spawner.api.api_client.close()
+
+
+def configured(cfg: dict) -> Config:
+    c = Config()
+    configure_kubespawner(c, cfg)
+    return c
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_profiles_are_filtered_by_the_users_vos():
+    cfg = production_cfg()
+    c = configured(cfg)
+
+    async def slugs(groups):
+        spawner = make_spawner(c, "bob", groups)
+        try:
+            return [p["slug"] for p in spawner.profile_list(spawner)]
+        finally:
+            await spawner.api.api_client.close()
+
+    assert asyncio.run(slugs(["vo.cscale.eu"])) == ["cesnet-small", "cesnet-large", "incd-medium"]
+    assert asyncio.run(slugs(["vo.eodc.eu"])) == ["cesnet-small", "eodc-medium"]
+    both = asyncio.run(slugs(["vo.eodc.eu", "vo.cscale.eu"]))
+    assert both == ["cesnet-small", "cesnet-large", "eodc-medium", "incd-medium"]
+
+
+def test_pod_of_an_allowed_profile_carries_site_size_and_security():
+    cfg = production_cfg()
+    spawner, pod, pvc = asyncio.run(pod_for(configured(cfg), ["vo.eodc.eu"], "eodc-medium"))
+    assert isinstance(spawner, CScaleKubeSpawner)
+    kubernetes_validate.validate(pod, "1.31", strict=True)
+    kubernetes_validate.validate(pvc, "1.31", strict=True)
+    spec = pod["spec"]
+    (main,) = spec["containers"]
+    assert main["image"] == "ghcr.io/c-scale/cscale-hub-singleuser:0.1.0"
+    assert main["args"] == ["jupyterhub-singleuser"]
+    assert main["resources"]["limits"] == {"cpu": 4.0, "memory": 16 * 2**30}
+    assert spec["nodeSelector"] == {"cscale.eu/site": "eodc"}
+    assert spec["tolerations"][0]["value"] == "eodc"
+    sc = main["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert spec["securityContext"]["fsGroup"] == 100
+    assert spec["automountServiceAccountToken"] is False
+    env = env_of(pod)
+    assert env["CSCALE_PROFILE"] == "eodc-medium"
+    assert env["CSCALE_COMPUTE_SITE"] == "eodc"
+    assert env["CSCALE_USER_VOS"] == "vo.eodc.eu"
+    assert env["CSCALE_STAC_URL"] == "https://hub.c-scale.eu/services/eo-mqs/"
+    assert pod["metadata"]["labels"]["cscale.eu/site"] == "eodc"
+    # home: a claim of the configured size and class, mounted at the home
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert pvc["spec"]["storageClassName"] == "csi-cinder-sc-delete"
+    claim = next(v for v in spec["volumes"] if v["name"] == "home")
+    assert claim["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    # notebooks: the init container copies the image's notebooks into the home
+    (init,) = spec["initContainers"]
+    assert init["command"][-2:] == [
+        "/opt/cscale/workflow_notebooks",
+        "/home/jovyan/workflow_notebooks",
+    ]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["volumeMounts"] == [{"name": "home", "mountPath": "/home/jovyan"}]
+
+
+def test_profile_of_another_vo_is_refused():
+    c = configured(production_cfg())
+    with pytest.raises(ValueError, match="No such profile: eodc-medium"):
+        asyncio.run(pod_for(c, ["vo.cscale.eu"], "eodc-medium"))
+
+
+def test_user_without_an_allowed_profile_cannot_start():
+    cfg = production_cfg(
+        kubernetes={
+            "profiles": [
+                {
+                    "slug": "only-eodc",
+                    "display_name": "EODC",
+                    "cpu_limit": 1,
+                    "mem_limit": "1G",
+                    "allowed_vos": ["vo.eodc.eu"],
+                }
+            ]
+        }
+    )
+    with pytest.raises(web.HTTPError) as err:
+        asyncio.run(pod_for(configured(cfg), ["vo.cscale.eu"]))
+    assert err.value.status_code == 403
+    assert "vo.cscale.eu" in err.value.log_message
+
+
+def test_default_profile_is_used_when_none_is_chosen():
+    _, pod, _ = asyncio.run(pod_for(configured(production_cfg()), ["vo.cscale.eu"]))
+    assert env_of(pod)["CSCALE_PROFILE"] == "cesnet-small"
+
+
+def test_unknown_site_is_a_configuration_error():
+    cfg = production_cfg(
+        kubernetes={
+            "profiles": [
+                {
+                    "slug": "x",
+                    "display_name": "X",
+                    "cpu_limit": 1,
+                    "mem_limit": "1G",
+                    "site": "mars",
+                }
+            ]
+        }
+    )
+    with pytest.raises(
+        settings.ConfigError, match=r"kubernetes.profiles\[0\].site: unknown site 'mars'"
+    ):
+        configured(cfg)
+
+
+def test_allowed_profiles_empty_list_admits_every_vo():
+    profiles = [{"slug": "a", "allowed_vos": []}, {"slug": "b", "allowed_vos": ["x"]}]
+    assert [p["slug"] for p in allowed_profiles(profiles, ["y"])] == ["a"]
+    assert [p["slug"] for p in allowed_profiles(profiles, ["x"])] == ["a", "b"]
+
+
+def test_environment_set_before_is_kept():
+    c = Config()
+    c.Spawner.environment = {"FROM_LEAD": "1"}
+    configure_kubespawner(c, production_cfg(spawner={"environment": {"EXTRA": "2"}}))
+    env = c.KubeSpawner.environment
+    assert (
+        env["FROM_LEAD"] == "1" and env["EXTRA"] == "2" and env["CSCALE_DEPLOYMENT"] == "kubernetes"
+    )
+
+
+def test_notebooks_can_be_disabled():
+    c = configured(production_cfg(notebooks={"enabled": False}))
+    assert c.KubeSpawner.init_containers == []
+
+
+def test_offline_kubeconfig_is_what_kubespawner_loaded(offline_kubeconfig):
+    """Guard: the tests above talk to no real cluster (the configured server is unreachable)."""
+    from kubernetes_asyncio.client import Configuration
+
+    assert Configuration.get_default_copy().host == "https://127.0.0.1:9"
+    assert "KUBERNETES_SERVICE_HOST" not in os.environ
