@@ -1,0 +1,104 @@
+"""Sweeps, schedules, a service restart, and runs lost to a crash (then re-run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+TERMINAL = {"succeeded", "failed", "cancelled", "timeout", "lost"}
+
+
+def test_sweep_of_eight_runs_concurrently_within_the_user_limit(alice, make_nb, minihub):
+    nb = make_nb("import time\ntime.sleep(1)\nprint('square', x * x)")
+    out = alice.ok("POST", "sweeps", json={"notebook": nb, "grid": {"x": list(range(8))}})
+    ids = [r["id"] for r in out["runs"]]
+    assert len(ids) == 8 and {r["sweep_id"] for r in out["runs"]} == {out["sweep_id"]}
+    limit = minihub.settings["max_concurrent_per_user"]
+    most_active = 0
+    deadline = time.monotonic() + 300
+    while True:
+        sweep = alice.ok("GET", f"sweeps/{out['sweep_id']}")
+        active = sum(r["state"] in ("dispatching", "running") for r in sweep["runs"])
+        most_active = max(most_active, active)
+        if all(r["state"] in TERMINAL for r in sweep["runs"]):
+            break
+        assert time.monotonic() < deadline, sweep["counts"]
+        time.sleep(0.3)
+    assert sweep["counts"] == {"succeeded": 8}
+    assert 1 < most_active <= limit
+    for run in sweep["runs"]:
+        x = run["parameters"]["x"]
+        assert f"square {x * x}" in json.dumps(alice.ok("GET", f"runs/{run['id']}/output"))
+
+
+def test_schedule_fires_and_stops_when_deleted(bob, make_nb):
+    nb = make_nb("print('monthly product', x)")
+    s = bob.ok("POST", "schedules", json={"notebook": nb, "cron": "* * * * * */2",
+                                          "parameters": {"x": 2026}, "name": "monthly"})
+    assert s["next_fire"] > time.time() - 1
+    deadline = time.monotonic() + 120
+    while not (fired := [r for r in bob.ok("GET", "runs") if r["schedule_id"] == s["id"]]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert bob.call("DELETE", f"schedules/{s['id']}").status_code == 204
+    done = bob.wait(fired[-1]["id"])
+    assert done["state"] == "succeeded", done
+    assert "monthly product 2026" in json.dumps(bob.ok("GET", f"runs/{done['id']}/output"))
+    count = len([r for r in bob.ok("GET", "runs") if r["schedule_id"] == s["id"]])
+    time.sleep(4)  # two more firing periods: nothing new after the delete
+    assert len([r for r in bob.ok("GET", "runs") if r["schedule_id"] == s["id"]]) == count
+    assert bob.call("GET", f"schedules/{s['id']}").status_code == 404
+
+
+def test_service_restart_loses_no_queued_or_running_run(carol, make_nb, minihub):
+    nb = make_nb("import time\ntime.sleep(4)\nprint('survived', x)")
+    out = carol.ok("POST", "sweeps", json={"notebook": nb, "grid": {"x": list(range(6))}})
+    ids = [r["id"] for r in out["runs"]]
+    deadline = time.monotonic() + 180
+    while True:
+        states = [r["state"] for r in carol.ok("GET", f"sweeps/{out['sweep_id']}")["runs"]]
+        if "running" in states and "queued" in states:
+            break
+        assert time.monotonic() < deadline and not set(states) & TERMINAL, states
+        time.sleep(0.2)
+    minihub.stop_service(signal.SIGKILL)  # a crash: no clean shutdown
+    time.sleep(2)
+    minihub.start_service()
+    for run_id in ids:
+        done = carol.wait(run_id)
+        assert done["state"] == "succeeded", done
+        x = done["parameters"]["x"]
+        assert f"survived {x}" in json.dumps(carol.ok("GET", f"runs/{run_id}/output"))
+        log = carol.ok("GET", f"runs/{run_id}/logs").text
+        assert log.count("run finished") == 1, log  # executed exactly once
+
+
+@pytest.mark.slow
+def test_run_cut_off_by_a_crash_is_lost_and_can_be_rerun(dave, make_nb, minihub):
+    home = minihub.dir / "homes" / "dave"
+    flag = home / "may-finish"
+    nb = make_nb("import pathlib, time\nwhile not pathlib.Path(flag).exists():\n    time.sleep(0.2)\n"
+                 "print('finished after rerun')", params="flag = ''")
+    run = dave.ok("POST", "runs", json={"notebook": nb, "parameters": {"flag": str(flag)}})
+    status_file = home / "runs" / run["id"] / "status.json"
+    deadline = time.monotonic() + 180
+    while dave.ok("GET", f"runs/{run['id']}")["cell"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    executor = psutil.Process(json.loads(status_file.read_text())["pid"])
+    victims = [executor, *executor.children(recursive=True)]
+    for p in victims:
+        os.kill(p.pid, signal.SIGKILL)  # the executor and its kernel die without a word
+    lost = dave.wait(run["id"], timeout=120)
+    assert lost["state"] == "lost", lost
+    flag.write_text("ok")
+    again = dave.ok("POST", f"runs/{run['id']}/rerun")
+    assert again["rerun_of"] == run["id"] and again["parameters"] == {"flag": str(flag)}
+    done = dave.wait(again["id"])
+    assert done["state"] == "succeeded", done
+    assert "finished after rerun" in json.dumps(dave.ok("GET", f"runs/{again['id']}/output"))
