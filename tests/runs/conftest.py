@@ -91,17 +91,29 @@ class MiniHub:
         self.runs_state = base / "runs-state"
         self.hub: subprocess.Popen | None = None
         self.service: subprocess.Popen | None = None
-        self.settings = {"poll_interval": 0.5, "heartbeat_timeout": 15,
-                         "max_concurrent_per_user": 4, "server_start_timeout": 120}
+        self.settings = {
+            "poll_interval": 0.5,
+            "heartbeat_timeout": 15,
+            "max_concurrent_per_user": 4,
+            "server_start_timeout": 120,
+        }
 
     def start(self) -> None:
         cfg = {
-            "port": self.port, "hub_port": self.hub_port, "proxy_api_port": self.proxy_api_port,
-            "chp": str(CHP), "proxy_token": secrets.token_hex(16), "dir": str(self.dir),
-            "singleuser": str(VENV_BIN / "jupyterhub-singleuser"), "marker": MARKER,
-            "id": self.id, "path": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-            "runs_url": self.runs_url, "runs_port": self.runs_port,
-            "runs_token": self.runs_token, "admin_token": self.admin_token,
+            "port": self.port,
+            "hub_port": self.hub_port,
+            "proxy_api_port": self.proxy_api_port,
+            "chp": str(CHP),
+            "proxy_token": secrets.token_hex(16),
+            "dir": str(self.dir),
+            "singleuser": str(VENV_BIN / "jupyterhub-singleuser"),
+            "marker": MARKER,
+            "id": self.id,
+            "path": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+            "runs_url": self.runs_url,
+            "runs_port": self.runs_port,
+            "runs_token": self.runs_token,
+            "admin_token": self.admin_token,
             "runs_role": role_spec(),
         }
         (self.dir / "jupyterhub_config.py").write_text(HUB_CONFIG.format(cfg=json.dumps(cfg)))
@@ -109,7 +121,10 @@ class MiniHub:
         log = open(self.dir / "hub.log", "ab")  # noqa: SIM115 (owned by the child)
         self.hub = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.dir / "jupyterhub_config.py")],
-            cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, MARKER: self.id},
         )
         if not wait_for(lambda: http_ready(self.api_url + "/"), 60, 0.2):
@@ -120,8 +135,13 @@ class MiniHub:
             raise RuntimeError("no proxy route to the runs service:\n" + self.tail("hub.log"))
 
     def admin(self, method: str, path: str, **kw) -> requests.Response:
-        r = requests.request(method, self.api_url + path, timeout=30,
-                             headers={"Authorization": f"token {self.admin_token}"}, **kw)
+        r = requests.request(
+            method,
+            self.api_url + path,
+            timeout=30,
+            headers={"Authorization": f"token {self.admin_token}"},
+            **kw,
+        )
         if r.status_code >= 400 and r.status_code != 409:
             raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
         return r
@@ -132,16 +152,31 @@ class MiniHub:
 
     def start_service(self) -> None:
         env = {
-            **os.environ, MARKER: self.id,
-            "JUPYTERHUB_API_TOKEN": self.runs_token, "JUPYTERHUB_API_URL": self.api_url,
-            "JUPYTERHUB_SERVICE_NAME": "runs", "JUPYTERHUB_SERVICE_PREFIX": "/services/runs/",
+            **os.environ,
+            MARKER: self.id,
+            "JUPYTERHUB_API_TOKEN": self.runs_token,
+            "JUPYTERHUB_API_URL": self.api_url,
+            "JUPYTERHUB_SERVICE_NAME": "runs",
+            "JUPYTERHUB_SERVICE_PREFIX": "/services/runs/",
             "CSCALE_RUNS_SETTINGS": json.dumps(self.settings),
         }
         log = open(self.dir / "runs.log", "ab")  # noqa: SIM115
         self.service = subprocess.Popen(
-            [sys.executable, "-m", "cscale_extensions.runs", "--port", str(self.runs_port),
-             "--state-dir", str(self.runs_state), "--proxy-url", self.url],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "cscale_extensions.runs",
+                "--port",
+                str(self.runs_port),
+                "--state-dir",
+                str(self.runs_state),
+                "--proxy-url",
+                self.url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         health = f"http://127.0.0.1:{self.runs_port}/services/runs/health"
         if not wait_for(lambda: http_ready(health), 60, 0.2):
@@ -203,8 +238,12 @@ class Runs:
         assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content and "json" in r.headers.get("content-type", "") else r
 
-    def wait(self, run_id: str, states=("succeeded", "failed", "cancelled", "timeout", "lost"),
-             timeout: float = 240) -> dict:
+    def wait(
+        self,
+        run_id: str,
+        states=("succeeded", "failed", "cancelled", "timeout", "lost"),
+        timeout: float = 240,
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.ok("GET", f"runs/{run_id}")
@@ -220,8 +259,11 @@ def notebook(*sources: str, params: str = "x = 1") -> dict:
     cell = nbformat.v4.new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return json.loads(nbformat.writes(nb))
 
 

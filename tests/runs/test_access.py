@@ -9,9 +9,13 @@ def test_users_see_and_control_only_their_own_runs(alice, bob, runs_for, make_nb
     run = alice.ok("POST", "runs", json={"notebook": make_nb("print('secret')")})
     alice.wait(run["id"])
     rid = run["id"]
-    for method, path in (("GET", f"runs/{rid}"), ("GET", f"runs/{rid}/output"),
-                         ("GET", f"runs/{rid}/logs"), ("POST", f"runs/{rid}/cancel"),
-                         ("POST", f"runs/{rid}/rerun")):
+    for method, path in (
+        ("GET", f"runs/{rid}"),
+        ("GET", f"runs/{rid}/output"),
+        ("GET", f"runs/{rid}/logs"),
+        ("POST", f"runs/{rid}/cancel"),
+        ("POST", f"runs/{rid}/rerun"),
+    ):
         r = bob.call(method, path)
         assert r.status_code == 404, (method, path, r.status_code)
         assert "secret" not in r.text
@@ -38,8 +42,9 @@ def test_tokens_without_access_are_refused(minihub, runs_for):
     r = no_access.call("GET", "runs")
     assert r.status_code == 403 and "access:services!service=runs" in r.json()["detail"]
     assert requests.get(minihub.runs_url + "runs", timeout=10).status_code == 401
-    bad = requests.get(minihub.runs_url + "runs", timeout=10,
-                       headers={"Authorization": "token not-a-token"})
+    bad = requests.get(
+        minihub.runs_url + "runs", timeout=10, headers={"Authorization": "token not-a-token"}
+    )
     assert bad.status_code == 401 and bad.json()["detail"]
 
 

@@ -70,8 +70,9 @@ def test_cancel_running_and_queued(dave, make_nb):
 
 
 def test_timeout_stops_the_run(erin, make_nb):
-    run = erin.ok("POST", "runs", json={"notebook": make_nb("import time\ntime.sleep(600)"),
-                                        "timeout": 3})
+    run = erin.ok(
+        "POST", "runs", json={"notebook": make_nb("import time\ntime.sleep(600)"), "timeout": 3}
+    )
     done = erin.wait(run["id"])
     assert done["state"] == "timeout", done
     assert "timeout" in done["message"]
@@ -82,5 +83,9 @@ def test_openapi_document(minihub):
 
     doc = requests.get(minihub.runs_url + "openapi.json", timeout=10).json()
     paths = set(doc["paths"])
-    assert {"/services/runs/runs", "/services/runs/runs/{run_id}/cancel",
-            "/services/runs/sweeps", "/services/runs/schedules"} <= paths
+    assert {
+        "/services/runs/runs",
+        "/services/runs/runs/{run_id}/cancel",
+        "/services/runs/sweeps",
+        "/services/runs/schedules",
+    } <= paths

@@ -38,8 +38,16 @@ def test_sweep_of_eight_runs_concurrently_within_the_user_limit(alice, make_nb, 
 
 def test_schedule_fires_and_stops_when_deleted(bob, make_nb):
     nb = make_nb("print('monthly product', x)")
-    s = bob.ok("POST", "schedules", json={"notebook": nb, "cron": "* * * * * */2",
-                                          "parameters": {"x": 2026}, "name": "monthly"})
+    s = bob.ok(
+        "POST",
+        "schedules",
+        json={
+            "notebook": nb,
+            "cron": "* * * * * */2",
+            "parameters": {"x": 2026},
+            "name": "monthly",
+        },
+    )
     assert s["next_fire"] > time.time() - 1
     deadline = time.monotonic() + 120
     while not (fired := [r for r in bob.ok("GET", "runs") if r["schedule_id"] == s["id"]]):
@@ -82,8 +90,11 @@ def test_service_restart_loses_no_queued_or_running_run(carol, make_nb, minihub)
 def test_run_cut_off_by_a_crash_is_lost_and_can_be_rerun(dave, make_nb, minihub):
     home = minihub.dir / "homes" / "dave"
     flag = home / "may-finish"
-    nb = make_nb("import pathlib, time\nwhile not pathlib.Path(flag).exists():\n    time.sleep(0.2)\n"
-                 "print('finished after rerun')", params="flag = ''")
+    nb = make_nb(
+        "import pathlib, time\nwhile not pathlib.Path(flag).exists():\n    time.sleep(0.2)\n"
+        "print('finished after rerun')",
+        params="flag = ''",
+    )
     run = dave.ok("POST", "runs", json={"notebook": nb, "parameters": {"flag": str(flag)}})
     status_file = home / "runs" / run["id"] / "status.json"
     deadline = time.monotonic() + 180
