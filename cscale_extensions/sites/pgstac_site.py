@@ -12,6 +12,7 @@ import logging
 import os
 import pwd
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,22 @@ DATABASE = "pgstac"
 SUPERUSER = "postgres"
 #: unix socket paths are limited to 107 bytes
 SOCKET_PATH_MAX = 100
+
+
+#: typed queryables, so that pgstac sorts and filters these numerically (it compares text otherwise)
+QUERYABLES = (
+    (
+        "eo:cloud_cover",
+        {"title": "Cloud cover (%)", "type": "number", "minimum": 0, "maximum": 100},
+        "to_float",
+    ),
+    (
+        "gsd",
+        {"title": "Ground sample distance (m)", "type": "number", "exclusiveMinimum": 0},
+        "to_float",
+    ),
+    ("platform", {"title": "Platform", "type": "string"}, "to_text"),
+)
 
 
 class SiteSetupError(RuntimeError):
@@ -119,6 +136,7 @@ class PgCluster:
         self._own(self.pgdata, 0o700)
         self._own(self.socket_dir, 0o700)
         self._check_reachable()
+        self.stop_leftover()
         if (self.pgdata / "PG_VERSION").exists():
             return
         pwfile = self.pgdata.parent / f".pg-initpw-{os.getpid()}"
@@ -145,6 +163,31 @@ class PgCluster:
             "created PostgreSQL cluster in %s (%.1fs)", self.pgdata, time.monotonic() - started
         )
 
+    def stop_leftover(self, timeout: float = 30) -> None:
+        """Stop a postmaster of this cluster left running by an earlier run that died."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if (
+            not cmdline
+            or not cmdline[0].endswith(b"postgres")
+            or str(self.pgdata).encode() not in cmdline
+        ):
+            return
+        log.warning(
+            "stopping PostgreSQL (pid %s) left running on %s by an earlier run", pid, self.pgdata
+        )
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            raise SiteSetupError(
+                f"PostgreSQL (pid {pid}) of an earlier run on {self.pgdata} does not stop"
+            )
+
     def postgres_spec(self) -> ProcessSpec:
         sock = str(self.socket_dir) if len(str(self.socket_dir)) < SOCKET_PATH_MAX else ""
         argv = [
@@ -160,7 +203,7 @@ class PgCluster:
             ready_port=self.port,
             ready_timeout=60,
             prestart=self.initdb,
-            stop_signal=2,  # SIGINT: fast shutdown
+            stop_signal=signal.SIGINT,  # fast shutdown
             stop_timeout=20,
         )
 
@@ -180,9 +223,18 @@ class PgCluster:
                 time.sleep(0.2)
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def load_site(cluster: PgCluster, site: SiteDef, eodata: Path, asset_base: str) -> None:
     """Migrate pgstac and upsert the site's collections and items; drop what it no longer holds."""
     import psycopg
+    from psycopg.types.json import Jsonb
     from pypgstac.db import PgstacDB
     from pypgstac.load import Loader, Methods
     from pypgstac.migrate import Migrate
@@ -200,6 +252,12 @@ def load_site(cluster: PgCluster, site: SiteDef, eodata: Path, asset_base: str) 
         loader.load_items(iter(items), insert_mode=Methods.upsert)
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("SET search_path TO pgstac, public")
+        for name, definition, wrapper in QUERYABLES:
+            conn.execute(
+                "INSERT INTO queryables (name, definition, property_wrapper, property_index_type) "
+                "SELECT %s, %s, %s, 'BTREE' WHERE NOT EXISTS (SELECT 1 FROM queryables WHERE name = %s)",
+                (name, Jsonb(definition), wrapper, name),
+            )
         keep = [c["id"] for c in collections]
         for cid in keep:
             ids = [i["id"] for i in items if i["collection"] == cid]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
-from cscale_extensions.supervisor import stack_processes
+from cscale_extensions.net import free_port
+from cscale_extensions.sites.pgstac_site import PgCluster
+from cscale_extensions.supervisor import Supervisor, stack_processes
 
 from .conftest import needs_postgres, start_federation, world_readable_tmpdir
 
@@ -45,11 +48,18 @@ def test_restart_reuses_the_cluster_and_reloads_idempotently(data_dir: Path) -> 
         if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to postgres
             assert (target / "sites" / "pg").stat().st_uid == pwd.getpwnam("postgres").pw_uid
 
-        second = start_federation(target)
+        # a run that died and left its PostgreSQL running on this cluster
+        crashed = Supervisor(target / "logs", f"sites-crashed-{uuid.uuid4().hex[:8]}")
+        orphan = crashed.start(PgCluster(target / "sites", free_port()).postgres_spec())
         try:
-            count2, href2 = _eodc_state(second)
+            second = start_federation(target)  # stops the leftover postmaster, then starts its own
+            try:
+                count2, href2 = _eodc_state(second)
+                assert orphan.wait(5) is not None
+            finally:
+                second.supervisor.stop()
         finally:
-            second.supervisor.stop()
+            crashed.stop()
         assert count2 == count1 > 0  # upsert: no duplicates, nothing lost
         assert href2 != href1  # hrefs follow this run's asset server
         assert href2.rsplit("/cogs/", 1)[1] == href1.rsplit("/cogs/", 1)[1]
