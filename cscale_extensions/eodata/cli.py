@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
+from ..settings import ConfigError
 from .package import DataPackageError
 from .prepare import prepare
 
-#: where the data go when neither --data-dir nor $CSCALE_HUB_DATA_DIR says
-DEFAULT_DATA_DIR = "/srv/cscale-hub"
 
+def resolve_data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else `platform.data_dir` of the settings, else the launcher's default (as `up`)."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    from .. import settings
+    from ..launcher import default_data_dir
 
-def default_data_dir() -> str:
-    return os.environ.get("CSCALE_HUB_DATA_DIR", DEFAULT_DATA_DIR)
+    cfg = settings.load(getattr(args, "config", None))
+    return Path(cfg["platform"].get("data_dir") or default_data_dir())
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``prepare`` for the CLI; print a clear message instead of a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        out = prepare(Path(args.data_dir), force=args.force)
+        out = prepare(resolve_data_dir(args), force=args.force)
     except DataPackageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PermissionError as exc:
@@ -44,9 +51,10 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     )
     prep.add_argument(
         "--data-dir",
-        default=default_data_dir(),
-        help="state directory of the stack (default: $CSCALE_HUB_DATA_DIR or %(default)s)",
+        help="state directory of the stack (default: as `cscale-hub up`: platform.data_dir, "
+        "else /var/lib/cscale-hub as root)",
     )
+    prep.add_argument("--config", "-c", help="platform settings (YAML), read for platform.data_dir")
     prep.add_argument("--force", action="store_true", help="rebuild even if the output is intact")
     prep.set_defaults(func=run_prepare)
     return data

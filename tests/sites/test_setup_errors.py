@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,3 +41,14 @@ def test_data_prepare_subcommand_is_registered() -> None:
     assert args.func is run_prepare and args.data_dir == "/tmp/x" and args.force
     with pytest.raises(SystemExit):
         parser.parse_args(["data"])  # a subcommand is required
+
+
+def test_data_prepare_with_a_bad_config_file_says_so(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("platform: [not, a, mapping\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cscale_extensions.eodata", "prepare", "--config", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"error: {bad} is not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
