@@ -34,16 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c")
     p.set_defaults(func=lambda a: _config(a))
 
+    from .oidc import cli as accounts_cli
+
+    accounts_cli.add_parser(sub, _context)
     for module, func in (
-        ("oidc.cli", "add_accounts_parser"),
         ("eodata", "add_data_parser"),
         ("eomqs", "add_eomqs_parser"),
         ("runs", "add_run_parsers"),
     ):
         register = _optional(module, func)
         if register:
-            register(sub)
+            try:
+                register(sub)
+            except Exception as exc:  # a broken optional part must not take the CLI down
+                logging.getLogger("cscale").warning("commands of %s unavailable: %s", module, exc)
     return parser
+
+
+def _context(args):
+    """The resolved settings and data dir for commands that act on a platform's state."""
+    from . import settings
+    from .launcher import default_data_dir
+
+    cfg = settings.load(getattr(args, "config", None))
+    data_dir = getattr(args, "data_dir", None) or cfg["platform"]["data_dir"] or default_data_dir()
+    from pathlib import Path
+
+    return cfg, Path(data_dir)
 
 
 def _up(args) -> int:

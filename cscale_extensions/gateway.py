@@ -85,8 +85,20 @@ class ClusterCountLimit:
         return await super().start_cluster(user, cluster_options)
 
 
+class TLSPathsFix:
+    """LocalBackend mixin: dask-gateway 2026.3 passes the characters of the TLS file paths
+    (``paths.extend(path)``) to ``set_file_permissions``; chown the real files instead."""
+
+    def set_file_permissions(self, paths, username):
+        dirs = [p for p in paths if os.path.isabs(p)]
+        files = list(self._get_tls_paths(dirs[0])) if dirs else []
+        return super().set_file_permissions(dirs + files, username)
+
+
 def _limited(backend_cls: type) -> type:
-    return type(f"Limited{backend_cls.__name__}", (ClusterCountLimit, backend_cls), {})
+    return type(
+        f"CScale{backend_cls.__name__}", (ClusterCountLimit, TLSPathsFix, backend_cls), {}
+    )
 
 
 def configure(c, cfg: dict[str, Any]) -> None:

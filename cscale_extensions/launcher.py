@@ -74,10 +74,11 @@ def _pick(port: int, ip: str = "127.0.0.1") -> int:
 
 def optional_services(cfg: dict[str, Any]) -> list[str]:
     """Platform services present in this installation and enabled in the config."""
+    from .hub import OPTIONAL_SERVICES, service_module
+
     out = []
-    for name, module, section in (("eo-mqs", "eomqs", "eomqs"), ("runs", "runs", "runs")):
-        enabled = cfg.get(section, {}).get("enabled", True)
-        if enabled and importlib.util.find_spec(f"cscale_extensions.{module}") is not None:
+    for name, (module, section, _) in OPTIONAL_SERVICES.items():
+        if cfg.get(section, {}).get("enabled", True) and service_module(module) is not None:
             out.append(name)
     return out
 
@@ -197,7 +198,36 @@ class Platform:
     def start(self) -> None:
         self.state("starting")
         self.supervisor.start_all(self.specs)
+        self.wait_for_service_routes()
         self.state("ready")
+
+    def wait_for_service_routes(self, timeout: float = 90) -> None:
+        """Wait until the proxy routes every hub service with a URL (the hub adds them late)."""
+        import urllib.request
+
+        h = self.cfg["hub"]
+        wanted = {f"{h['base_url']}services/{name}" for name in self.route_names()}
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{h['proxy_api_port']}/api/routes",
+            headers={"Authorization": f"token {self.env['CONFIGPROXY_AUTH_TOKEN']}"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                routes = {r.rstrip("/") for r in json.load(resp)}
+            if wanted <= routes:
+                return
+            if self.supervisor.dead():
+                return
+            time.sleep(0.3)
+        raise ChildFailed(f"the hub did not route its services {sorted(wanted - routes)} "
+                          f"within {timeout:.0f}s; see {self.data_dir / 'logs' / 'hub.log'}")
+
+    def route_names(self) -> list[str]:
+        names = list(self.cfg["runtime"]["service_ports"])
+        if self.cfg["dask_gateway"]["enabled"]:
+            names.append("dask-gateway")
+        return names
 
     def stop(self) -> None:
         self.state("stopping")

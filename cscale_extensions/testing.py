@@ -53,9 +53,12 @@ def oidc_login(hub_url: str, username: str, password: str, session: requests.Ses
     return s
 
 
-def xsrf_headers(session: requests.Session) -> dict[str, str]:
-    token = session.cookies.get("_xsrf")
-    return {"X-XSRFToken": token} if token else {}
+def xsrf_headers(session: requests.Session, path: str = "/hub/") -> dict[str, str]:
+    """The XSRF header for cookie-authenticated POSTs to the hub (its cookie has path /hub/)."""
+    for cookie in session.cookies:
+        if cookie.name == "_xsrf" and cookie.path == path:
+            return {"X-XSRFToken": cookie.value}
+    return {}
 
 
 @dataclass
@@ -174,3 +177,58 @@ class LocalStack:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         return stack_processes(self.info["stack_id"]) if self.info else []
+
+
+def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 120,
+                  kernel_id: str | None = None) -> str:
+    """Execute ``code`` in a kernel of the user server at ``server_url`` (over the real kernel
+    websocket) and return its stdout; raise RuntimeError with the traceback on error."""
+    import uuid
+
+    import websocket
+
+    headers = {"Authorization": f"token {token}"}
+    base = server_url.rstrip("/")
+    own_kernel = kernel_id is None
+    if own_kernel:
+        r = requests.post(f"{base}/api/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+        if r.status_code != 201:
+            raise RuntimeError(f"cannot start a kernel: HTTP {r.status_code} {r.text[:200]}")
+        kernel_id = r.json()["id"]
+    ws_url = base.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
+    ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=timeout)
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                       "session": uuid.uuid4().hex, "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False},
+        }))
+        out: list[str] = []
+        error = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                out.append(content["data"].get("text/plain", "") + "\n")
+            elif kind == "error":
+                error = "\n".join(content.get("traceback", [])) or content.get("evalue", "")
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+        else:
+            raise TimeoutError(f"kernel did not finish within {timeout}s")
+    finally:
+        ws.close()
+        if own_kernel:
+            requests.delete(f"{base}/api/kernels/{kernel_id}", headers=headers, timeout=30)
+    if error:
+        ansi = re.compile(r"\x1b\[[0-9;]*m")
+        raise RuntimeError(ansi.sub("", error))
+    return "".join(out)

@@ -3,29 +3,53 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from cscale_extensions.testing import LocalStack
 
-#: settings for the shared test stack: fast culling and activity reports so culling is testable
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+
+#: settings of the shared test stack. Access tokens live 60 s and the hub re-checks them every
+#: 10 s, so token refresh happens during the tests; the culler is tested on a stack of its own.
 TEST_CONFIG = {
-    "culler": {"timeout": 45, "every": 5, "activity_interval": 5},
-    "embedded_oidc": {"access_token_ttl": 120},
+    "embedded_oidc": {"access_token_ttl": 60},
     "auth": {"refresh_age": 10},
+    "culler": {"activity_interval": 5},
 }
 
 
 @pytest.fixture(scope="session")
-def platform():
+def notebook_source():
+    """A copy of workflow_notebooks/ that tests may change (to test template updates)."""
+    d = Path(tempfile.mkdtemp(prefix="cscale-nbsrc-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    src = d / "workflow_notebooks"
+    shutil.copytree(REPO / "workflow_notebooks", src)
+    yield src
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def platform(notebook_source):
     """The whole platform started with `cscale-hub up` on free loopback ports, stopped at the end."""
-    stack = LocalStack(config=TEST_CONFIG).start()
+    config = {**TEST_CONFIG, "notebooks": {"source": str(notebook_source)}}
+    stack = LocalStack(config=config).start()
     try:
         yield stack
     finally:
         leftovers = stack.stop()
         if not os.environ.get("CSCALE_KEEP_TEST_DATA"):
-            import shutil
-
             shutil.rmtree(stack.data_dir, ignore_errors=True)
         assert not leftovers, f"processes of the stack left running: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests keep screenshots and other artifacts (test-artifacts/, git-ignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -220,7 +220,8 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
         user_services.append(name)
 
     access = [f"access:services!service={name}" for name in user_services]
-    roles.append({"name": "user", "scopes": ["self", *access]})
+    # a user may read their own auth state (their OIDC tokens), so their server's token may too
+    roles.append({"name": "user", "scopes": ["self", "admin:auth_state!user", *access]})
     roles.append({
         "name": "server",
         "description": "What a user server may do with its token",
@@ -233,20 +234,36 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
     c.JupyterHub.load_roles = roles
 
 
+#: optional platform services: name -> (module, settings section, functions it must provide)
+OPTIONAL_SERVICES = {
+    "eo-mqs": ("eomqs", "eomqs", ("service_spec",)),
+    "runs": ("runs", "runs", ("service_spec", "role_spec")),
+}
+
+
+def service_module(module: str, required: tuple[str, ...] | None = None):
+    """The module of an optional service if it is installed and complete, else None."""
+    import importlib
+
+    if required is None:
+        required = next(r for m, _, r in OPTIONAL_SERVICES.values() if m == module)
+    try:
+        mod = importlib.import_module(f"cscale_extensions.{module}")
+    except ImportError as exc:
+        log.warning("service module %s is not available: %s", module, exc)
+        return None
+    return mod if all(hasattr(mod, f) for f in required) else None
+
+
 def _optional_services(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Services provided by other modules of the platform, when enabled and present."""
     out: dict[str, dict[str, Any]] = {}
     ports = _service_ports(cfg)
     if cfg["platform"]["deployment"] != "local":
         return out
-    if "eo-mqs" in ports:
-        from ..eomqs import service_spec as eomqs_spec
-
-        out["eo-mqs"] = {"service": eomqs_spec(cfg, ports["eo-mqs"])}
-    if "runs" in ports:
-        from ..runs import role_spec
-        from ..runs import service_spec as runs_spec
-
+    if "eo-mqs" in ports and (mod := service_module("eomqs")):
+        out["eo-mqs"] = {"service": mod.service_spec(cfg, ports["eo-mqs"])}
+    if "runs" in ports and (mod := service_module("runs")):
         state = Path(cfg["platform"]["data_dir"]) / "runs"
-        out["runs"] = {"service": runs_spec(cfg, ports["runs"], state), "roles": [role_spec()]}
+        out["runs"] = {"service": mod.service_spec(cfg, ports["runs"], state), "roles": [mod.role_spec()]}
     return out

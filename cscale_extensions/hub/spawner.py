@@ -47,6 +47,9 @@ class NotebooksMixin(LoggingConfigurable):
     def platform_environment(self) -> dict[str, str]:
         env = {k: str(v) for k, v in self.platform_env.items()}
         env["CSCALE_USER_VOS"] = ",".join(sorted(g.name for g in self.user.groups))
+        token = getattr(self, "oidc_access_token", "")
+        if token:
+            env["OIDC_ACCESS_TOKEN"] = token  # a snapshot; cscale_extensions.token has the current one
         return env
 
 
