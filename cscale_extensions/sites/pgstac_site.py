@@ -116,8 +116,12 @@ class PgCluster:
 
     def _own(self, path: Path, mode: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        if self.uid is not None:
-            os.chown(path, self.uid, self.gid)
+        if self.uid is not None and path.stat().st_uid != self.uid:
+            # e.g. a cluster made by an earlier non-root run: hand all of it to postgres
+            for dirpath, _dirs, names in os.walk(path):
+                os.chown(dirpath, self.uid, self.gid)
+                for name in names:
+                    os.chown(Path(dirpath) / name, self.uid, self.gid, follow_symlinks=False)
         os.chmod(path, mode)
 
     def _check_reachable(self) -> None:
