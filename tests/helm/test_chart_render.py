@@ -39,7 +39,7 @@ def test_lint_strict_with_stub_subcharts(run, chart_copy, values):
 def test_rendered_objects_valid_for_kubernetes_1_31_with_stub_subcharts(render, values):
     objs = render(*values)
     kinds = sorted({o["kind"] for o in objs})
-    assert {"ConfigMap", "Deployment", "Service", "NetworkPolicy"} <= set(kinds)
+    assert {"ConfigMap", "Deployment", "Service", "NetworkPolicy", "Secret"} <= set(kinds)
     for o in objs:
         kubernetes_validate.validate(o, "1.31", strict=True)
 
@@ -158,7 +158,9 @@ def test_network_policies_can_be_turned_off(render):
 
 
 def test_oidc_secret_rendered_only_when_asked(render, obj, helm_error):
-    assert not [o for o in render() if o["kind"] == "Secret"]
+    assert not [
+        o for o in render() if o["kind"] == "Secret" and o["metadata"]["name"] == "cscale-oidc"
+    ]
     sec = obj(
         render(set=["oidc.createSecret=true", "oidc.clientSecret=s3cret"]), "Secret", "cscale-oidc"
     )
@@ -176,6 +178,37 @@ def test_pod_template_changes_when_settings_change(render, obj):
         "cscale-eo-mqs",
     )["spec"]["template"]["metadata"]["annotations"]
     assert a["checksum/settings"] != b["checksum/settings"]
+
+
+def test_eomqs_replicas_share_one_token_secret_and_runs_keeps_state(render, obj):
+    objs = render(CHART / "examples" / "production.yaml")
+    dep = obj(objs, "Deployment", "cscale-eo-mqs")
+    assert dep["spec"]["replicas"] == 2
+    vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "token")
+    assert vol["secret"]["secretName"] == "cscale-eomqs-token"
+    mount = next(
+        m
+        for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        if m["name"] == "token"
+    )
+    cfg = yaml.safe_load(obj(objs, "ConfigMap", "cscale-settings")["data"]["config.yaml"])
+    path = cfg["eomqs"]["token_secret_file"]
+    item = vol["secret"]["items"][0]
+    assert path == f"{mount['mountPath']}/{item['path']}"
+    assert len(obj(objs, "Secret", "cscale-eomqs-token")["data"]["token-secret"]) >= 48
+    runs = obj(objs, "Deployment", "cscale-runs")
+    assert runs["spec"]["strategy"]["type"] == "Recreate"
+    data = next(v for v in runs["spec"]["template"]["spec"]["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"]["claimName"] == "cscale-runs-data"
+    assert obj(objs, "PersistentVolumeClaim", "cscale-runs-data")["spec"]["accessModes"] == [
+        "ReadWriteOnce"
+    ]
+
+
+def test_disabled_services_are_not_deployed(render):
+    objs = render(set=["cscale.runs.enabled=false", "cscale.eomqs.enabled=false"])
+    names = {o["metadata"]["name"] for o in objs}
+    assert not {n for n in names if "runs" in n or "eo-mqs" in n}
 
 
 BAD_VALUES = [
@@ -230,6 +263,12 @@ CHECKS = [
         "dask-gateway.enabled (false) must equal cscale.dask_gateway.enabled",
     ),
     (["dask-gateway.gateway.auth.type=simple"], "dask-gateway.gateway.auth.type must be"),
+    (["runs.replicas=2"], "runs.replicas > 1 needs cscale.runs.db_url"),
+    (["jupyterhub.hub.allowNamedServers=false"], "jupyterhub.hub.allowNamedServers must be true"),
+    (
+        ["jupyterhub.hub.namedServerLimitPerUser=5"],
+        "must equal cscale.hub.named_server_limit_per_user",
+    ),
 ]
 
 

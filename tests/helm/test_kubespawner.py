@@ -50,8 +50,15 @@ def offline_kubeconfig(tmp_path_factory):
     )
     old = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+    # inside a pod (CI on Kubernetes) KubeSpawner would prefer the in-cluster config
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+        if k in os.environ
+    }
     yield path
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = old
+    os.environ.update(saved)
 
 
 def production_cfg(**overrides) -> dict:
