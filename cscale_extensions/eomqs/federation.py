@@ -1,0 +1,250 @@
+"""The federation: its sites, the pooled HTTP client, caches, and the fan-out of every request."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .collections import merge_collections
+from .errors import ApiError, bad_request
+from .merge import Cursor, Merger, PageResult
+from .paging_token import TokenSigner
+from .sites import (
+    Health,
+    PageCache,
+    Site,
+    SiteFailure,
+    capabilities,
+    check_health,
+    fetch_collections,
+    fetch_item,
+)
+from .validation import SearchParams
+
+log = logging.getLogger("cscale.eomqs")
+
+
+@dataclass
+class CollectionsView:
+    collections: dict[str, dict[str, Any]]
+    missing: dict[str, SiteFailure]  # sites whose collections are unknown (never fetched)
+    stale: dict[str, SiteFailure]  # sites whose last known collections are shown
+
+
+@dataclass
+class SearchOutcome:
+    page: PageResult
+    token: str | None
+    queried: list[Cursor]
+
+
+class Federation:
+    """Everything EO-MQS knows about its sites; one per app."""
+
+    def __init__(
+        self, site_entries: list[dict[str, Any]], settings: dict[str, Any], signer: TokenSigner
+    ):
+        self.sites = [Site.from_config(e) for e in site_entries]
+        self.by_name = {s.name: s for s in self.sites}
+        self.s = settings
+        self.signer = signer
+        self.client: httpx.AsyncClient | None = None
+        self.cache = PageCache(settings["page_cache_ttl"], settings["page_cache_size"])
+        self.sorted_cache = PageCache(settings["page_cache_ttl"], 16)
+        self._site_colls: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._colls: CollectionsView | None = None
+        self._colls_at = 0.0
+        self._colls_lock = asyncio.Lock()
+        self._refresh_task: asyncio.Task | None = None
+        raw = json.dumps(sorted((s.name, s.url) for s in self.sites))
+        self.fingerprint = hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    async def start(self) -> None:
+        limits = httpx.Limits(
+            max_connections=self.s["max_connections"],
+            max_keepalive_connections=self.s["max_connections"],
+        )
+        self.client = httpx.AsyncClient(limits=limits, follow_redirects=True)
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        assert self.client is not None, "Federation.start() was not awaited"
+        return self.client
+
+    # -- collections ------------------------------------------------------------------------
+    async def _site_collections(self, site: Site) -> list[dict[str, Any]]:
+        colls = await fetch_collections(self.http, site, self.s["capabilities_ttl"])
+        self._site_colls[site.name] = (time.monotonic(), colls)
+        return colls
+
+    async def collections(self, refresh: bool = False) -> CollectionsView:
+        """The merged collections, refreshed from every site after ``collections_ttl``.
+
+        An expired list is still answered at once while a refresh runs in the background, so a
+        slow site does not hold up every request once per ``collections_ttl``.
+        """
+        ttl = self.s["collections_ttl"]
+        if not refresh and self._colls:
+            expired = time.monotonic() - self._colls_at >= ttl
+            idle = self._refresh_task is None or self._refresh_task.done()
+            if expired and idle and not self._colls_lock.locked():
+                self._refresh_task = asyncio.create_task(self._load_collections(ttl))
+            return self._colls
+        return await self._load_collections(ttl, force=refresh)
+
+    async def _load_collections(self, ttl: float, force: bool = False) -> CollectionsView:
+        async with self._colls_lock:
+            if not force and self._colls and time.monotonic() - self._colls_at < ttl:
+                return self._colls
+            results = await asyncio.gather(
+                *(self._site_collections(s) for s in self.sites), return_exceptions=True
+            )
+            per_site, missing, stale = [], {}, {}
+            for site, res in zip(self.sites, results, strict=True):
+                if isinstance(res, SiteFailure):
+                    known = self._site_colls.get(site.name)
+                    if known:
+                        stale[site.name] = res
+                        per_site.append((site, known[1]))
+                    else:
+                        missing[site.name] = res
+                elif isinstance(res, BaseException):
+                    raise res
+                else:
+                    per_site.append((site, res))
+            self._colls = CollectionsView(merge_collections(per_site), missing, stale)
+            self._colls_at = time.monotonic()
+            return self._colls
+
+    # -- health -----------------------------------------------------------------------------
+    async def health(self) -> dict[str, Health]:
+        results = await asyncio.gather(
+            *(
+                check_health(self.http, s, self.s["health_ttl"], self.s["capabilities_ttl"])
+                for s in self.sites
+            )
+        )
+        return dict(zip((s.name for s in self.sites), results, strict=True))
+
+    # -- search -----------------------------------------------------------------------------
+    async def _targets(self, params: SearchParams) -> list[tuple[Site, list[str] | None]]:
+        """The sites a search goes to, with the requested collections each holds."""
+        if not params.collections:
+            return [(s, None) for s in self.sites]
+        view = await self.collections()
+        unknown = [c for c in params.collections if c not in view.collections]
+        if unknown:
+            extra = ""
+            if view.missing:
+                extra = f" (sites {', '.join(sorted(view.missing))} are unreachable; their collections are unknown)"
+            raise bad_request(
+                "UnknownCollection", f"no site holds the collection(s) {', '.join(unknown)}{extra}"
+            )
+        out = []
+        for s in self.sites:
+            held = [
+                c for c in params.collections if s.name in view.collections[c]["federation:sites"]
+            ]
+            if held:
+                out.append((s, held))
+        return out
+
+    async def _caps(self, site: Site) -> SiteFailure | None:
+        try:
+            await capabilities(self.http, site, self.s["capabilities_ttl"])
+            return None
+        except SiteFailure as exc:
+            return exc
+
+    async def search(self, params: SearchParams) -> SearchOutcome:
+        """One page of a federated search (the first, or the one its token points to)."""
+        merger = Merger(
+            self.http, self.cache, self.sorted_cache, params, self.s["unsorted_max_items"]
+        )
+        qhash = params.query_hash()
+        if params.token:
+            state = self.signer.load(params.token, qhash, self.fingerprint)
+            if not state or any(name not in self.by_name for name in state):
+                raise bad_request(
+                    "StaleToken", "the paging token names sites that are not in the federation"
+                )
+            held = {}
+            if params.collections:
+                view = await self.collections()
+                for name in state:
+                    held[name] = [
+                        c
+                        for c in params.collections
+                        if name in view.collections.get(c, {}).get("federation:sites", [])
+                    ]
+            targets = [
+                (self.by_name[n], held.get(n) if params.collections else None) for n in state
+            ]
+        else:
+            state = None
+            targets = await self._targets(params)
+        fails = await asyncio.gather(*(self._caps(s) for s, _ in targets))
+        cursors = []
+        for (site, colls), fail in zip(targets, fails, strict=True):
+            st = state.get(site.name) if state is not None else None
+            finished = isinstance(st, dict) and st.get("m") in ("d", "x")
+            if fail is not None and site.caps is None and not finished:
+                c = Cursor(site, {}, "x", reason=fail.reason, detail=fail.detail, failed_now=True)
+            else:
+                c = merger.new_cursor(site, colls)
+                if st is not None:
+                    merger.restore(c, st)
+            cursors.append(c)
+        page = await merger.page(cursors)
+        failed_now = [c for c in cursors if c.failed_now]
+        if not page.items and failed_now and not any(c.mode in ("s", "u") for c in cursors):
+            raise ApiError(
+                502,
+                "AllSitesFailed",
+                "every site that could answer this search failed: "
+                + "; ".join(f"{c.site.name}: {c.reason}" for c in failed_now),
+                **{"federation:missing": [c.site.name for c in failed_now]},
+            )
+        token = None
+        if page.more:
+            token = self.signer.dump(
+                {c.site.name: merger.state(c) for c in cursors}, qhash, self.fingerprint
+            )
+        return SearchOutcome(page, token, cursors)
+
+    # -- one item ---------------------------------------------------------------------------
+    async def item(
+        self, collection: str, item_id: str
+    ) -> tuple[dict[str, Any] | None, list[str], dict[str, SiteFailure]]:
+        view = await self.collections()
+        if collection not in view.collections:
+            raise ApiError(404, "NotFound", f"no collection {collection!r} in the federation")
+        holders = [self.by_name[n] for n in view.collections[collection]["federation:sites"]]
+
+        async def one(site: Site) -> dict[str, Any] | None | SiteFailure:
+            try:
+                return await fetch_item(
+                    self.http, site, collection, item_id, self.s["capabilities_ttl"]
+                )
+            except SiteFailure as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(s) for s in holders))
+        found = [(s, r) for s, r in zip(holders, results, strict=True) if isinstance(r, dict)]
+        failed = {
+            s.name: r for s, r in zip(holders, results, strict=True) if isinstance(r, SiteFailure)
+        }
+        if not found:
+            return None, [], failed
+        return found[0][1], [s.name for s, _ in found], failed

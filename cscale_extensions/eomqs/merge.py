@@ -1,0 +1,293 @@
+"""The k-way merge of the sites' result streams into pages, and its paging state.
+
+Every site's results are a stream in the federation's total order (the site sorts them, or
+EO-MQS reads them all and sorts them itself). An item is emitted only when every site that may
+still have results has a buffered item, so the smallest head is the next item overall. Items
+with the same sort key (hence the same collection and id) from several sites are emitted once,
+naming every site in ``properties["federation:sites"]``.
+
+A site's position survives between pages as the request of its current page and the number of
+items of that page already emitted (re-fetched from the site or the page cache on the next
+page), or, for a site sorted here, the number of its sorted items already emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import bad_request
+from .ordering import Key, full_sort, key_function
+from .sites import Page, PageCache, Request, Site, SiteFailure, fetch_page
+from .validation import SearchParams
+
+UNSORTED_PAGE_LIMIT = 1000
+
+
+@dataclass
+class Cursor:
+    """One site's position in one search."""
+
+    site: Site
+    body: dict[str, Any]  # the site's first request body (STAC POST form)
+    mode: str  # s: stream, u: sorted here, d: done, x: failed
+    req: Request | None = None  # s: request of the current page (None: not fetched yet)
+    offset: int = 0  # s: items of the current page emitted; u: sorted items emitted
+    buf: deque[tuple[Key, dict[str, Any]]] = field(default_factory=deque)
+    page_len: int = 0
+    next: Request | None = None
+    loaded: bool = False
+    reason: str | None = None
+    detail: str | None = None
+    sort_pages: bool = False  # sort each page here (the site does not sort, or did not)
+    flagged: bool = False  # results of this site may be out of order: federation:unsorted
+    taken: int = 0  # u: sorted items emitted during this request
+    matched: int | None = None
+    returned: int = 0
+    failed_now: bool = False
+    last_key: Key | None = None
+
+
+@dataclass
+class PageResult:
+    items: list[dict[str, Any]]
+    cursors: list[Cursor]
+    more: bool
+
+
+class Merger:
+    """Runs one page of a federated search."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        cache: PageCache,
+        sorted_cache: PageCache,
+        params: SearchParams,
+        unsorted_max: int,
+    ):
+        self.client = client
+        self.cache = cache
+        self.sorted_cache = sorted_cache
+        self.params = params
+        self.key = key_function(params.sortby)
+        self.unsorted_max = unsorted_max
+
+    # -- site bodies and state ---------------------------------------------------------------
+    def site_body(
+        self, site: Site, site_collections: list[str] | None, limit: int
+    ) -> dict[str, Any]:
+        p = self.params
+        body: dict[str, Any] = {"limit": limit}
+        if site_collections is not None:
+            body["collections"] = site_collections
+        for k in ("bbox", "intersects", "datetime", "ids"):
+            v = getattr(p, k)
+            if v is not None:
+                body[k] = v
+        if site.caps and site.caps.sorts:
+            body["sortby"] = [s.as_json() for s in full_sort(p.sortby)]
+        return body
+
+    def new_cursor(self, site: Site, site_collections: list[str] | None) -> Cursor:
+        sorts = bool(site.caps and site.caps.sorts)
+        if not sorts and self.unsorted_max > 0:
+            body = self.site_body(
+                site, site_collections, min(UNSORTED_PAGE_LIMIT, self.unsorted_max + 1)
+            )
+            return Cursor(site, body, "u")
+        body = self.site_body(site, site_collections, min(self.params.limit + 1, 10000))
+        return Cursor(site, body, "s", sort_pages=not sorts, flagged=not sorts)
+
+    def first_request(self, c: Cursor) -> Request:
+        assert c.site.caps is not None
+        return {"method": c.site.caps.method, "href": c.site.caps.search_href, "body": c.body}
+
+    def encode_req(self, c: Cursor, req: Request) -> dict[str, Any]:
+        first = self.first_request(c)
+        if req == first:
+            return {"l": c.body["limit"]}
+        out: dict[str, Any] = {"m": req["method"]}
+        if req["href"] != first["href"]:
+            out["h"] = req["href"]
+        body = req.get("body")
+        if isinstance(body, dict):
+            out["p"] = {k: v for k, v in body.items() if c.body.get(k, object()) != v}
+            out["x"] = [k for k in c.body if k not in body]
+        return out
+
+    def decode_req(self, c: Cursor, enc: Any) -> Request:
+        first = self.first_request(c)
+        if not isinstance(enc, dict):
+            raise bad_request("InvalidToken", "the paging token is malformed")
+        if "l" in enc:
+            c.body["limit"] = enc["l"]
+            return self.first_request(c)
+        req: Request = {"method": enc.get("m"), "href": enc.get("h", first["href"]), "body": None}
+        if "p" in enc:
+            body = {k: v for k, v in c.body.items() if k not in enc.get("x", [])}
+            body.update(enc["p"])
+            req["body"] = body
+        return req
+
+    def state(self, c: Cursor) -> dict[str, Any]:
+        if c.mode == "x":
+            return {"m": "x", "r": c.reason, "d": c.detail}
+        if not c.buf:
+            return {"m": "d"}
+        if c.mode == "u":
+            return {"m": "u", "o": c.offset + c.taken}
+        assert c.req is not None
+        return {
+            "m": "s",
+            "r": self.encode_req(c, c.req),
+            "o": c.page_len - len(c.buf),
+            "u": c.sort_pages,
+            "f": c.flagged,
+        }
+
+    def restore(self, c: Cursor, st: Any) -> None:
+        """Put the cursor where the token says."""
+        try:
+            m = st["m"]
+            if m == "d":
+                c.mode = "d"
+            elif m == "x":
+                c.mode, c.reason, c.detail = "x", str(st["r"]), str(st.get("d") or "")
+            elif m == "u":
+                c.mode, c.offset = "u", int(st["o"])
+                c.body["limit"] = min(UNSORTED_PAGE_LIMIT, self.unsorted_max + 1)
+            elif m == "s":
+                c.mode, c.offset = "s", int(st["o"])
+                c.sort_pages, c.flagged = bool(st.get("u")), bool(st.get("f"))
+                c.req = self.decode_req(c, st["r"])
+            else:
+                raise ValueError(m)
+        except (KeyError, TypeError, ValueError):
+            raise bad_request("InvalidToken", "the paging token is malformed") from None
+
+    # -- fetching ---------------------------------------------------------------------------
+    def _keyed(
+        self, c: Cursor, items: list[dict[str, Any]], check: bool
+    ) -> list[tuple[Key, dict[str, Any]]]:
+        keyed = [(self.key(i), i) for i in items]
+        if not c.sort_pages and any(keyed[i][0] > keyed[i + 1][0] for i in range(len(keyed) - 1)):
+            c.sort_pages = c.flagged = True
+        if c.sort_pages:
+            keyed.sort(key=lambda kv: kv[0])
+        if check and keyed and c.last_key is not None and keyed[0][0] < c.last_key:
+            c.flagged = True
+        return keyed
+
+    async def _sorted_list(self, c: Cursor) -> list[tuple[Key, dict[str, Any]]] | None:
+        """Every matching item of an unsorting site, sorted; None if more than the limit."""
+        req = self.first_request(c)
+        ck = PageCache.key(c.site, req)
+        hit = self.sorted_cache.get(ck)
+        if hit is not None:
+            return hit.items  # type: ignore[return-value]
+        items: list[dict[str, Any]] = []
+        nxt: Request | None = req
+        seen: set[str] = set()
+        while nxt is not None:
+            sig = json.dumps(nxt, sort_keys=True)
+            if sig in seen:
+                break
+            seen.add(sig)
+            page = await fetch_page(self.client, c.site, nxt, self.cache)
+            items.extend(page.items)
+            if len(items) > self.unsorted_max:
+                return None
+            nxt = page.next
+        uniq: dict[Key, tuple[Key, dict[str, Any]]] = {}
+        for i in items:
+            k = self.key(i)
+            uniq.setdefault(k, (k, i))
+        out = sorted(uniq.values(), key=lambda kv: kv[0])
+        self.sorted_cache.put(ck, Page(out, None, len(out)))  # type: ignore[arg-type]
+        return out
+
+    async def _fill(self, c: Cursor) -> None:
+        if c.mode == "u":
+            if c.loaded:
+                c.mode = "d"
+                return
+            full = await self._sorted_list(c)
+            if full is not None:
+                c.loaded = True
+                c.matched = len(full)
+                c.buf = deque(full[c.offset :])
+                if not c.buf:
+                    c.mode = "d"
+                return
+            # too many to sort here: merge the site's pages as they come, flagged
+            c.mode, c.offset, c.sort_pages, c.flagged = "s", 0, True, True
+            c.body["limit"] = min(self.params.limit + 1, 10000)
+        while not c.buf:
+            if c.loaded and c.next is None:
+                c.mode = "d"
+                return
+            if c.loaded:
+                req, off = c.next, 0
+            else:
+                req, off = (c.req or self.first_request(c)), c.offset
+            assert req is not None
+            page = await fetch_page(self.client, c.site, req, self.cache)
+            c.req, c.loaded, c.next = req, True, page.next
+            if page.matched is not None:
+                c.matched = page.matched
+            keyed = self._keyed(c, page.items, check=True)
+            c.page_len = len(keyed)
+            c.buf = deque(keyed[off:])
+
+    async def _ensure(self, c: Cursor) -> None:
+        if c.mode in ("d", "x") or c.buf:
+            return
+        try:
+            await self._fill(c)
+        except SiteFailure as exc:
+            c.mode, c.reason, c.detail, c.failed_now = "x", exc.reason, exc.detail, True
+            c.buf.clear()
+
+    async def _ensure_all(self, cursors: list[Cursor]) -> None:
+        todo = [c for c in cursors if c.mode not in ("d", "x") and not c.buf]
+        if len(todo) == 1:
+            await self._ensure(todo[0])
+        elif todo:
+            await asyncio.gather(*(self._ensure(c) for c in todo))
+
+    # -- the page ---------------------------------------------------------------------------
+    async def page(self, cursors: list[Cursor]) -> PageResult:
+        await self._ensure_all(cursors)
+        out: list[dict[str, Any]] = []
+        limit = self.params.limit
+        while len(out) < limit:
+            live = [c for c in cursors if c.buf]
+            if not live:
+                break
+            k = min(c.buf[0][0] for c in live)
+            group = [c for c in live if c.buf[0][0] == k]
+            item = group[0].buf[0][1]
+            for c in group:
+                c.buf.popleft()
+                c.returned += 1
+                c.last_key = k
+                if c.mode == "u":
+                    c.taken += 1
+            sites = [c.site.name for c in group]
+            out.append(_with_sites(item, sites))
+            await self._ensure_all([c for c in group if not c.buf])
+        return PageResult(out, cursors, any(c.buf for c in cursors))
+
+
+def _with_sites(item: dict[str, Any], sites: list[str]) -> dict[str, Any]:
+    out = dict(item)
+    props = dict(out.get("properties") or {})
+    props["federation:sites"] = sites
+    out["properties"] = props
+    return out

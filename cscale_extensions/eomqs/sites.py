@@ -1,0 +1,314 @@
+"""One federated STAC site: its capabilities (cached), its search pages, collections and health.
+
+Every request to a site is bounded by the site's ``timeout`` (total, not per phase). Failures
+become :class:`SiteFailure` with a short reason: ``unreachable``, ``timeout``, ``http <status>``
+or ``invalid response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import httpx
+
+SORT_CONFORMANCE = "item-search#sort"
+Request = dict[str, Any]  # {"method": "GET"|"POST", "href": str, "body": dict|None}
+
+
+class SiteFailure(Exception):
+    """A site did not answer usefully; ``reason`` is short, ``detail`` says more."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Capabilities:
+    search_href: str
+    method: str  # GET or POST
+    collections_href: str
+    sorts: bool
+    fetched: float
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next: Request | None
+    matched: int | None
+
+
+@dataclass
+class Health:
+    ok: bool
+    checked: float
+    reason: str | None = None
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class Site:
+    """A site of ``federation.sites`` (array items get no schema defaults: read with .get())."""
+
+    name: str
+    url: str
+    title: str
+    headers: dict[str, str]
+    timeout: float
+    search_method: str
+    caps: Capabilities | None = None
+    health: Health | None = None
+    _caps_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> Site:
+        url = entry["url"] if entry["url"].endswith("/") else entry["url"] + "/"
+        return cls(
+            name=entry["name"],
+            url=url,
+            title=entry.get("title") or entry["name"],
+            headers=dict(entry.get("headers") or {}),
+            timeout=float(entry.get("timeout") or 10),
+            search_method=entry.get("search_method") or "auto",
+        )
+
+
+async def _json_request(
+    client: httpx.AsyncClient,
+    site: Site,
+    method: str,
+    url: str,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+    allow_404: bool = False,
+) -> Any:
+    """One request to ``site`` answered with JSON, within the site's timeout."""
+    headers = {"Accept": "application/json, application/geo+json", **site.headers}
+    try:
+        resp = await asyncio.wait_for(
+            client.request(
+                method, url, json=body, params=params, headers=headers, timeout=site.timeout
+            ),
+            site.timeout,
+        )
+    except (TimeoutError, httpx.TimeoutException):
+        raise SiteFailure("timeout", f"no answer within {site.timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise SiteFailure("unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None
+    if allow_404 and resp.status_code == 404:
+        return None
+    if resp.status_code >= 400:
+        raise SiteFailure(f"http {resp.status_code}", resp.text[:200])
+    try:
+        return resp.json()
+    except (ValueError, UnicodeDecodeError):
+        raise SiteFailure("invalid response", "the answer is not JSON") from None
+
+
+def _link(doc: dict[str, Any], rel: str) -> list[dict[str, Any]]:
+    links = doc.get("links") if isinstance(doc, dict) else None
+    return [
+        ln
+        for ln in links or []
+        if isinstance(ln, dict) and ln.get("rel") == rel and isinstance(ln.get("href"), str)
+    ]
+
+
+async def capabilities(client: httpx.AsyncClient, site: Site, ttl: float) -> Capabilities:
+    """The site's search endpoint, method and sort support (landing page + conformance), cached."""
+    if site.caps and time.monotonic() - site.caps.fetched < ttl:
+        return site.caps
+    async with site._caps_lock:
+        if site.caps and time.monotonic() - site.caps.fetched < ttl:
+            return site.caps
+        landing = await _json_request(client, site, "GET", site.url)
+        if not isinstance(landing, dict):
+            raise SiteFailure("invalid response", "the landing page is not a JSON object")
+        conforms = landing.get("conformsTo")
+        if not isinstance(conforms, list):
+            conf_links = _link(landing, "conformance")
+            href = (
+                urljoin(site.url, conf_links[0]["href"])
+                if conf_links
+                else urljoin(site.url, "conformance")
+            )
+            doc = await _json_request(client, site, "GET", href)
+            conforms = doc.get("conformsTo") if isinstance(doc, dict) else None
+        conforms = [c for c in conforms or [] if isinstance(c, str)]
+        searches = _link(landing, "search")
+        methods = {str(ln.get("method", "GET")).upper() for ln in searches}
+        search_href = (
+            urljoin(site.url, searches[0]["href"]) if searches else urljoin(site.url, "search")
+        )
+        if site.search_method in ("GET", "POST"):
+            method = site.search_method
+        else:
+            method = "POST" if "POST" in methods else "GET"
+        data = _link(landing, "data")
+        coll_href = urljoin(site.url, data[0]["href"]) if data else urljoin(site.url, "collections")
+        site.caps = Capabilities(
+            search_href=search_href,
+            method=method,
+            collections_href=coll_href,
+            sorts=any(c.endswith(SORT_CONFORMANCE) for c in conforms),
+            fetched=time.monotonic(),
+        )
+        return site.caps
+
+
+def _get_params(body: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in body.items():
+        if k in ("bbox", "collections", "ids"):
+            out[k] = ",".join(str(x) for x in v)
+        elif k == "intersects":
+            out[k] = json.dumps(v, separators=(",", ":"))
+        elif k == "sortby":
+            out[k] = ",".join(("-" if s["direction"] == "desc" else "+") + s["field"] for s in v)
+        else:
+            out[k] = str(v)
+    return out
+
+
+def first_request(site: Site, body: dict[str, Any]) -> Request:
+    """The site's first search request for the STAC POST ``body``, in the site's method."""
+    assert site.caps is not None
+    return {"method": site.caps.method, "href": site.caps.search_href, "body": body}
+
+
+def _next_request(doc: dict[str, Any], current: Request, base: str) -> Request | None:
+    nxt = _link(doc, "next")
+    if not nxt:
+        return None
+    ln = nxt[0]
+    method = str(ln.get("method", "GET")).upper()
+    href = urljoin(base, ln["href"])
+    if method == "POST":
+        body = ln.get("body") if isinstance(ln.get("body"), dict) else {}
+        if ln.get("merge") and isinstance(current.get("body"), dict):
+            body = {**current["body"], **body}
+        return {"method": "POST", "href": href, "body": body}
+    return {"method": "GET", "href": href, "body": None}
+
+
+class PageCache:
+    """Recently fetched site pages, so a partly used page is not fetched again for the next page."""
+
+    def __init__(self, ttl: float, size: int):
+        self.ttl, self.size = ttl, size
+        self._data: OrderedDict[str, tuple[float, Page]] = OrderedDict()
+
+    @staticmethod
+    def key(site: Site, req: Request) -> str:
+        return json.dumps([site.name, req], sort_keys=True, separators=(",", ":"))
+
+    def get(self, key: str) -> Page | None:
+        hit = self._data.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return None
+        self._data.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: str, page: Page) -> None:
+        if self.ttl <= 0 or self.size <= 0:
+            return
+        self._data[key] = (time.monotonic(), page)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+async def fetch_page(client: httpx.AsyncClient, site: Site, req: Request, cache: PageCache) -> Page:
+    """One search page of ``site`` for the request ``req`` (a first request or a next link)."""
+    ck = cache.key(site, req)
+    hit = cache.get(ck)
+    if hit is not None:
+        return hit
+    if req["method"] == "POST":
+        doc = await _json_request(client, site, "POST", req["href"], body=req["body"] or {})
+    elif req.get("body") is not None:
+        doc = await _json_request(client, site, "GET", req["href"], params=_get_params(req["body"]))
+    else:
+        doc = await _json_request(client, site, "GET", req["href"])
+    feats = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(feats, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("id"), str) for f in feats
+    ):
+        raise SiteFailure("invalid response", "the answer is not an ItemCollection")
+    matched = doc.get("numberMatched", (doc.get("context") or {}).get("matched"))
+    page = Page(
+        items=feats,
+        next=_next_request(doc, req, req["href"]) if feats else None,
+        matched=matched if isinstance(matched, int) and not isinstance(matched, bool) else None,
+    )
+    cache.put(ck, page)
+    return page
+
+
+async def fetch_collections(
+    client: httpx.AsyncClient, site: Site, ttl: float, max_pages: int = 50
+) -> list[dict[str, Any]]:
+    """All collections of a site (following its ``next`` links)."""
+    caps = await capabilities(client, site, ttl)
+    href: str | None = caps.collections_href
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(max_pages):
+        if href is None or href in seen:
+            break
+        seen.add(href)
+        doc = await _json_request(client, site, "GET", href)
+        colls = doc.get("collections") if isinstance(doc, dict) else None
+        if not isinstance(colls, list):
+            raise SiteFailure("invalid response", "the collection list is not STAC")
+        out.extend(c for c in colls if isinstance(c, dict) and isinstance(c.get("id"), str))
+        nxt = _link(doc, "next")
+        href = urljoin(href, nxt[0]["href"]) if nxt and colls else None
+    return out
+
+
+async def fetch_item(
+    client: httpx.AsyncClient, site: Site, collection: str, item_id: str, ttl: float
+) -> dict[str, Any] | None:
+    """One item of a site, or None when the site does not have it."""
+    caps = await capabilities(client, site, ttl)
+    base = caps.collections_href.rstrip("/") + "/"
+    doc = await _json_request(
+        client,
+        site,
+        "GET",
+        f"{base}{quote(collection, safe='')}/items/{quote(item_id, safe='')}",
+        allow_404=True,
+    )
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or doc.get("type") != "Feature":
+        raise SiteFailure("invalid response", "the item is not a GeoJSON Feature")
+    return doc
+
+
+async def check_health(
+    client: httpx.AsyncClient, site: Site, ttl: float, caps_ttl: float
+) -> Health:
+    """Whether the site answers its landing page now (cached for ``ttl`` seconds)."""
+    if site.health and time.monotonic() - site.health.checked < ttl:
+        return site.health
+    t0 = time.monotonic()
+    try:
+        await _json_request(client, site, "GET", site.url)
+        await capabilities(client, site, caps_ttl)
+        site.health = Health(
+            True, time.monotonic(), latency_ms=round((time.monotonic() - t0) * 1000, 1)
+        )
+    except SiteFailure as exc:
+        site.health = Health(False, time.monotonic(), exc.reason, exc.detail)
+    return site.health
