@@ -187,7 +187,8 @@ class Merger:
     async def _sorted_list(self, c: Cursor) -> list[tuple[Key, dict[str, Any]]] | None:
         """Every matching item of an unsorting site, sorted; None if more than the limit."""
         req = self.first_request(c)
-        ck = PageCache.key(c.site, req)
+        order = [s.as_json() for s in full_sort(self.params.sortby)]
+        ck = PageCache.key(c.site, req) + json.dumps(order)
         hit = self.sorted_cache.get(ck)
         if hit is not None:
             return hit.items  # type: ignore[return-value]
