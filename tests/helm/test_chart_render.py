@@ -290,3 +290,31 @@ def test_consistent_change_renders(render):
         ]
     )
     assert objs
+
+
+def test_notes_render_with_stub_subcharts(chart_copy, run, tmp_path):
+    """NOTES.txt is not rendered by `helm template`; render it through tpl in a scratch copy."""
+    import shutil
+
+    chart = tmp_path / "cscale-hub"
+    shutil.copytree(chart_copy, chart)  # hub_config copied as files (the relative link would break)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data:\n  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
+    )
+    out = run(
+        "template",
+        "t",
+        str(chart),
+        "-n",
+        "cscale",
+        "-f",
+        str(CHART / "examples" / "workshop.yaml"),
+        "--show-only",
+        "templates/zz-notes.yaml",
+    )
+    notes = yaml.safe_load(out)["data"]["notes"]
+    assert "https://workshop.c-scale.eu/" in notes
+    assert "tiny-a, tiny-b, small-a, small-b, trainer" in notes
+    assert "/services/runs/" not in notes
