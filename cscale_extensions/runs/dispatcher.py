@@ -28,6 +28,8 @@ from .userserver import Gone, ServerError, UserServers
 
 log = logging.getLogger("cscale.runs")
 MAX_ATTEMPTS = 3
+#: seconds a user's launcher kernel is kept after their last run ended (saves a kernel start)
+LAUNCHER_IDLE = 120.0
 
 
 def next_fire(cron: str, after: float) -> float:
@@ -51,7 +53,7 @@ class Dispatcher:
         self.poll = float(settings["poll_interval"])
         self.heartbeat_timeout = float(settings["heartbeat_timeout"])
         self.dispatch_timeout = float(settings["server_start_timeout"]) + 120
-        self._dispatching: set[str] = set()
+        self._idle_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self.wake = asyncio.Event()
@@ -193,11 +195,24 @@ class Dispatcher:
     async def _follow_active(self) -> None:
         runs = self.store.list_runs(states=("running",))
         if not runs:
+            await self._retire_launchers()
             return
         await asyncio.gather(*(self._follow(r) for r in runs))
         busy = {r["owner"] for r in self.store.list_runs(states=("queued", *ACTIVE))}
+        now = time.monotonic()
         for user in {r["owner"] for r in runs} - busy:
-            await self.servers.shutdown_kernel(user)
+            self._idle_since.setdefault(user, now)
+        for user in busy:
+            self._idle_since.pop(user, None)
+
+    async def _retire_launchers(self) -> None:
+        """Shut down the launcher kernel of users without runs for LAUNCHER_IDLE seconds."""
+        now = time.monotonic()
+        for user, since in list(self._idle_since.items()):
+            if now - since > LAUNCHER_IDLE:
+                del self._idle_since[user]
+                if not self.store.list_runs(owner=user, states=("queued", *ACTIVE), limit=1):
+                    await self.servers.shutdown_kernel(user)
 
     async def _follow(self, run: dict[str, Any]) -> None:
         user, run_id = run["owner"], run["id"]

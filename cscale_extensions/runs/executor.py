@@ -178,6 +178,9 @@ def execute(run_dir: Path, root: Path) -> str:
             cwd = _inside(root, spec["cwd"])
         watchdog = Watchdog(run_dir, reporter, float(spec.get("timeout") or 0))
         watchdog.start()
+        # jsonschema imports the optional rfc3987_syntax (it builds a grammar: ~3 s) for an
+        # "iri" format check that notebook validation never uses; skip it, like a missing extra
+        sys.modules.setdefault("rfc3987_syntax", None)
         import papermill
         from papermill.engines import papermill_engines
         from papermill.exceptions import PapermillExecutionError
