@@ -42,6 +42,18 @@ CHART_ONLY: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ("dask_gateway", "backend"): ({"const": "kubernetes"}, "must be kubernetes"),
     ("federation", "embedded_sites"): ({"const": False}, "must be false (local stack only)"),
     ("auth", "issuer"): ({"type": "string", "pattern": "^https://"}, "an https:// URL is required"),
+    ("auth", "client_secret"): (
+        {"type": "null"},
+        "must be null: the ConfigMap is no place for secrets; use the Secret cscale-oidc",
+    ),
+    ("eomqs", "token_secret"): (
+        {"type": "null"},
+        "must be null: the chart's Secret cscale-eomqs-token is used",
+    ),
+    ("hub", "db_url"): (
+        {"type": "null"},
+        "must be null: set the hub database with jupyterhub.hub.db",
+    ),
     ("platform", "public_url"): (
         {"type": "string", "pattern": "^https?://.+/$"},
         "required; an http(s) URL ending with /",

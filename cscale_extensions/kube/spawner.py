@@ -81,11 +81,18 @@ def make_profile_list(kube: dict[str, Any]):
 
 
 class CScaleKubeSpawner(KubeSpawner):
-    """KubeSpawner that tells the server which VOs its user belongs to."""
+    """KubeSpawner that tells the server its user's VOs and current OIDC access token.
+
+    The token is the snapshot the hub's ``auth_state_hook`` stored as ``oidc_access_token``
+    (as for the local spawners); it is visible in the pod spec to whoever may read pods.
+    """
 
     def get_env(self):
         env = super().get_env()
         env["CSCALE_USER_VOS"] = ",".join(sorted(g.name for g in self.user.groups))
+        token = getattr(self, "oidc_access_token", "")
+        if token:
+            env["OIDC_ACCESS_TOKEN"] = token
         return env
 
 

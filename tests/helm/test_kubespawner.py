@@ -101,8 +101,16 @@ def make_spawner(c: Config, username: str, groups: list[str]):
     return wrapper.spawner
 
 
-async def pod_for(c: Config, groups: list[str], profile: str | None = None, username="alice"):
+async def pod_for(
+    c: Config,
+    groups: list[str],
+    profile: str | None = None,
+    username="alice",
+    access_token: str = "",
+):
     spawner = make_spawner(c, username, groups)
+    if access_token:  # what the hub's auth_state_hook stores
+        spawner.oidc_access_token = access_token
     try:
         spawner.user_options = {"profile": profile} if profile else {}
         await spawner.load_user_options()
@@ -210,6 +218,14 @@ def test_user_without_an_allowed_profile_cannot_start():
 def test_default_profile_is_used_when_none_is_chosen():
     _, pod, _ = asyncio.run(pod_for(configured(production_cfg()), ["vo.cscale.eu"]))
     assert env_of(pod)["CSCALE_PROFILE"] == "cesnet-small"
+    assert "OIDC_ACCESS_TOKEN" not in env_of(pod)
+
+
+def test_users_access_token_reaches_the_server():
+    _, pod, _ = asyncio.run(
+        pod_for(configured(production_cfg()), ["vo.cscale.eu"], access_token="at-123")
+    )
+    assert env_of(pod)["OIDC_ACCESS_TOKEN"] == "at-123"
 
 
 def test_unknown_site_is_a_configuration_error():
