@@ -31,6 +31,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
 ]
 GEOJSON = "application/geo+json"
+OPENAPI = "application/vnd.oai.openapi+json;version=3.1"
 JSON = "application/json"
 _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 _PREFIX = re.compile(r"^/[A-Za-z0-9._~\-/]*$")
@@ -75,8 +76,8 @@ def create_app(
         title=settings["title"],
         description="Federated STAC API of C-SCALE: one Item Search over every site.",
         version="1.0.0",
-        openapi_url=f"{prefix}api",
-        docs_url=f"{prefix}api.html",
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -220,7 +221,7 @@ def create_app(
             link("data", f"{b}collections"),
             link("search", f"{b}search", GEOJSON, method="GET"),
             link("search", f"{b}search", GEOJSON, method="POST"),
-            link("service-desc", f"{b}api", "application/vnd.oai.openapi+json;version=3.0"),
+            link("service-desc", f"{b}api", OPENAPI),
             link("service-doc", f"{b}api.html", "text/html"),
             link("federation", f"{b}federation", title="Health of the federation's sites"),
         ]
@@ -371,6 +372,16 @@ def create_app(
         params = check(body.model_dump(exclude_unset=True))
         out = await fed.search(params)
         return search_response(request, base(request), params, out, "search", post=True)
+
+    @router.get("/api", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi(), media_type=OPENAPI)
+
+    @router.get("/api.html", include_in_schema=False)
+    async def openapi_html() -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url=f"{prefix}api", title=settings["title"])
 
     app.include_router(router)
     if prefix != "/":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,9 +107,9 @@ def parse_limit(value: Any, default: int, maximum: int) -> int:
         n = None
     if n is None:
         raise bad_request("InvalidLimit", f"limit must be an integer, got {value!r}")
-    if not 1 <= n <= maximum:
-        raise bad_request("InvalidLimit", f"limit must be between 1 and {maximum}, got {n}")
-    return n
+    if n < 1:
+        raise bad_request("InvalidLimit", f"limit must be at least 1, got {n}")
+    return min(n, maximum)  # a larger limit gets the maximum (OGC API Features)
 
 
 def parse_bbox(value: Any) -> list[float] | None:
@@ -143,9 +144,12 @@ def parse_bbox(value: Any) -> list[float] | None:
     return nums
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 def _instant(text: str) -> datetime:
     t = text.strip()
-    if "T" not in t.upper() or len(t) < 20:
+    if not _RFC3339.match(t):
         raise ValueError(t)
     if t[-1] in "zZ":
         t = t[:-1] + "+00:00"

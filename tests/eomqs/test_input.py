@@ -31,7 +31,8 @@ BAD_GET = [
     ({"datetime": "../.."}, "InvalidDatetime"),
     ({"collections": "nope"}, "UnknownCollection"),
     ({"limit": "0"}, "InvalidLimit"),
-    ({"limit": "100000"}, "InvalidLimit"),
+    ({"limit": "1.5"}, "InvalidParameter"),
+    ({"datetime": "2021-01-01T00:00:00+0100"}, "InvalidDatetime"),
     ({"limit": "ten"}, "InvalidParameter"),
     ({"sortby": "-properties.eo:cloud_cover"}, "InvalidSortby"),
     ({"token": "garbage"}, "InvalidToken"),
@@ -47,6 +48,12 @@ def test_bad_get_parameters_are_400(federation, params, code):
         assert r.status_code == 400, r.text
         body = r.json()
         assert body["code"] == code and body["description"]
+
+
+def test_limit_above_the_maximum_gets_the_maximum(federation):
+    with eomqs_server(federation, max_limit=4) as srv:
+        doc = requests.get(srv.url + "search", params={"limit": 100000}, timeout=30).json()
+        assert doc["numberReturned"] == 4
 
 
 def test_bad_post_bodies_are_400(federation):
