@@ -288,9 +288,15 @@ def up(config: str | None, data_dir: str | None = None, port: int | None = None)
     except ChildFailed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 1
-    except (settings.ConfigError, ValueError, RuntimeError) as exc:
+    except (settings.ConfigError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except Exception as exc:  # no traceback for operators; CSCALE_DEBUG=1 shows it
+        if os.environ.get("CSCALE_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (set CSCALE_DEBUG=1 for the traceback)",
+              file=sys.stderr, flush=True)
+        code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

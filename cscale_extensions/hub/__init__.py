@@ -104,6 +104,8 @@ def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
         "CSCALE_RUNS_URL": url + "services/runs/",
         "JUPYTERHUB_ACTIVITY_INTERVAL": str(cfg["culler"]["activity_interval"]),
         "CSCALE_BUSY_CHECK_SECONDS": str(max(1, min(15, cfg["culler"]["activity_interval"]))),
+        # cloud-optimised GeoTIFFs over HTTP: no directory listings
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     }
     dg = cfg["dask_gateway"]
     if dg["enabled"]:

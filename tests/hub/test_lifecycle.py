@@ -1,0 +1,117 @@
+"""Culling and shutdown on a stack of their own (short culler timeout).
+
+The idle culler must stop idle servers but never one whose kernel is busy computing; Ctrl-C
+on `cscale-hub up` must leave no process of the stack running (servers and Dask workers too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import time
+import uuid
+
+import pytest
+import requests
+import websocket
+
+from cscale_extensions.supervisor import stack_processes
+from cscale_extensions.testing import LocalStack, run_in_kernel
+
+pytestmark = pytest.mark.slow
+CULL_TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def stack():
+    st = LocalStack(config={
+        "culler": {"timeout": CULL_TIMEOUT, "every": 5, "activity_interval": 5},
+        "federation": {"embedded_sites": False},
+    }).start()
+    try:
+        yield st
+    finally:
+        st.stop()
+
+
+def _servers(stack, token, user):
+    r = requests.get(stack.url + f"hub/api/users/{user}", headers={"Authorization": f"token {token}"},
+                     timeout=30)
+    return r.json().get("servers", {})
+
+
+def _start_busy_cell(server_url: str, token: str, seconds: int) -> str:
+    """Start a kernel and leave it executing a silent `sleep` (no output while busy)."""
+    r = requests.post(f"{server_url}api/kernels", json={"name": "python3"},
+                      headers={"Authorization": f"token {token}"}, timeout=60)
+    kid = r.json()["id"]
+    ws = websocket.create_connection(
+        server_url.replace("http", "ws", 1) + f"api/kernels/{kid}/channels",
+        header=[f"Authorization: token {token}"], timeout=30)
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "t",
+                   "session": uuid.uuid4().hex, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": f"import time; time.sleep({seconds})", "silent": False,
+                    "store_history": False, "user_expressions": {}, "allow_stdin": False},
+    }))
+    while True:  # wait until the kernel reports busy, then hang up: the cell keeps running
+        msg = json.loads(ws.recv())
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+            break
+    ws.close()
+    return kid
+
+
+def test_culler_spares_a_busy_kernel_and_stops_an_idle_server(stack):
+    busy_token = stack.api_token("demo-member")
+    idle_token = stack.api_token("demo-admin")
+    busy = stack.url.rstrip("/") + stack.start_server(busy_token, "demo-member")["url"]
+    stack.start_server(idle_token, "demo-admin")
+    t0 = time.monotonic()
+    _start_busy_cell(busy, busy_token, seconds=4 * CULL_TIMEOUT)
+    culled_at = None
+    while time.monotonic() - t0 < 3 * CULL_TIMEOUT:
+        if culled_at is None and "" not in _servers(stack, idle_token, "demo-admin"):
+            culled_at = time.monotonic() - t0
+        if culled_at is not None and time.monotonic() - t0 > 2 * CULL_TIMEOUT:
+            break
+        time.sleep(2)
+    assert culled_at is not None, "the idle server was not culled"
+    # well past the timeout the busy server is still there (its kernel never went quiet)
+    assert time.monotonic() - t0 > 2 * CULL_TIMEOUT
+    assert "" in _servers(stack, busy_token, "demo-member"), "a server with a busy kernel was culled"
+
+
+def test_ctrl_c_leaves_no_process_behind(stack):
+    token = stack.api_token("demo-member")
+    server = stack.url.rstrip("/") + stack.start_server(token, "demo-member")["url"]
+    # a running Dask cluster with a worker, deliberately not shut down
+    out = run_in_kernel(server, token, "\n".join([
+        "from dask_gateway import Gateway",
+        "c = Gateway().new_cluster(shutdown_on_close=False)",
+        "c.scale(1)",
+        "cl = c.get_client(); cl.wait_for_workers(1, timeout=120)",
+        "print(len(cl.scheduler_info()['workers']))",
+    ]), timeout=240)
+    assert out.strip().endswith("1")
+    assert len(stack_processes(stack.stack_id)) > 3
+    os.killpg(stack.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    stack.proc.wait(90)
+    assert stack.proc.returncode == 0
+    assert stack_processes(stack.stack_id) == []
+    if os.getuid() == 0:
+        uid = pwd.getpwnam("demo-member").pw_uid
+        owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == uid]
+        assert owned == [], f"processes of demo-member still running: {owned}"
+    assert "stopped." in stack.log()
+
+
+def _uid(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
