@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("eodata", "add_data_parser"),
         ("eomqs", "add_eomqs_parser"),
         ("runs", "add_run_parsers"),
+        ("workshop", "add_workshop_parser"),
     ):
         register = _optional(module, func)
         if register:
