@@ -7,6 +7,7 @@ Not covered: anything the z2jh / dask-gateway charts render (they are stubs here
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -119,6 +120,8 @@ def test_eomqs_deployment_runs_the_documented_command_as_hub_service(render, obj
         "/etc/cscale/config.yaml",
         "--port",
         "8080",
+        "--ip",
+        "0.0.0.0",  # the module's default 127.0.0.1 is unreachable through the Service
     ]
     env = {e["name"]: e for e in c["env"]}
     assert env["CSCALE_HUB_CONFIG"]["value"] == "/etc/cscale/config.yaml"
@@ -134,6 +137,14 @@ def test_eomqs_deployment_runs_the_documented_command_as_hub_service(render, obj
     assert values["jupyterhub"]["hub"]["services"]["eo-mqs"]["url"] == "http://cscale-eo-mqs:8080"
     runs = obj(objs, "Deployment", "cscale-runs")["spec"]["template"]["spec"]["containers"][0]
     assert runs["command"] == ["python", "-m", "cscale_extensions.runs"]
+    assert runs["args"] == [
+        "--ip=0.0.0.0",
+        "--port=8080",
+        "--state-dir=/var/lib/cscale-hub/runs",
+        "--proxy-url=http://proxy-public",
+    ]
+    renv = {e["name"]: e for e in runs["env"]}
+    assert json.loads(renv["CSCALE_RUNS_SETTINGS"]["value"])["server_name"] == "runs"
 
 
 def test_network_policy_admits_only_proxy_hub_and_user_servers(render, obj):
