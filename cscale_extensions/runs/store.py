@@ -123,12 +123,13 @@ class Store:
     def add_runs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = time.time()
         full = []
-        for row in rows:
+        for i, row in enumerate(rows):  # microsecond steps keep submission order in listings
             full.append(
                 {
+                    **dict.fromkeys(runs.c.keys()),
                     "id": new_id(),
                     "state": "queued",
-                    "created": now,
+                    "created": now + i * 1e-6,
                     "name": "",
                     "parameters": {},
                     "timeout": 0,
@@ -195,6 +196,7 @@ class Store:
     # schedules
     def add_schedule(self, row: dict[str, Any]) -> dict[str, Any]:
         full = {
+            **dict.fromkeys(schedules.c.keys()),
             "id": new_id(),
             "created": time.time(),
             "name": "",
