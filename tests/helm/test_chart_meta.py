@@ -132,3 +132,11 @@ def test_values_yaml_documents_every_setting_with_its_default():
     assert set(values) == set(defaults)
     assert values["culler"] == defaults["culler"]
     assert values["kubernetes"]["profiles"] == defaults["kubernetes"]["profiles"]
+
+
+def test_runs_service_role_in_values_is_the_runs_modules_role():
+    from cscale_extensions.runs import role_spec
+
+    roles = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]["hub"]["loadRoles"]
+    spec = role_spec()
+    assert {"name": spec["name"], **roles[spec["name"]]} == spec
