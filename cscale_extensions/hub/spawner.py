@@ -61,6 +61,7 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
 
     def ensure_account(self) -> pwd.struct_passwd:
         name = self.user.name
+        home = Path(self.homes_dir, name)
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
@@ -72,16 +73,21 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
                     f"The username {name!r} belongs to a system account this hub did not create; "
                     "it cannot be used for a user server. Ask the operator to rename it.",
                 )
+            if entry.pw_dir != str(home):  # our account, but the homes dir moved (new data dir)
+                self._run(["usermod", "--home", str(home), name], f"re-home the account {name}")
+                entry = pwd.getpwnam(name)
             return entry
-        home = Path(self.homes_dir, name)
         Path(self.homes_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
         cmd = ["useradd", "--home-dir", str(home), "--no-create-home", "--user-group",
                "--shell", self.user_shell, "--comment", f"{ACCOUNT_MARKER} {name}", name]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode not in (0, 9):  # 9: created concurrently
-            self.log.error("useradd %s failed: %s", name, result.stderr.strip())
-            raise web.HTTPError(500, f"Could not create the account for {name}.")
+        self._run(cmd, f"create the account for {name}", ok=(0, 9))  # 9: created concurrently
         return pwd.getpwnam(name)
+
+    def _run(self, cmd: list[str], what: str, ok: tuple[int, ...] = (0,)) -> None:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode not in ok:
+            self.log.error("%s failed: %s", " ".join(cmd), result.stderr.strip())
+            raise web.HTTPError(500, f"Could not {what}; the operator will find details in the hub log.")
 
     async def start(self):
         entry = self.ensure_account()
