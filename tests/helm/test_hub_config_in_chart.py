@@ -90,13 +90,11 @@ def test_chart_hub_config_authenticates_with_egi_checkin(hub_config):
 
 LEAD_FIX = pytest.mark.xfail(
     strict=True,
-    reason="cscale_extensions.hub.configure_services assigns c.JupyterHub.services/load_roles "
-    "(dropping z2jh's entries) and, when deployment is kubernetes, grants no access to eo-mqs/runs; "
-    "remove this mark once it extends them",
+    reason="cscale_extensions.hub.configure_services grants no access to eo-mqs/runs when "
+    "deployment is kubernetes; remove this mark once it does",
 )
 
 
-@LEAD_FIX
 def test_chart_hub_config_keeps_the_services_z2jh_registered(hub_config):
     """z2jh registers the culler and our services (with api tokens from its Secret) before
     our file runs; the hub configuration must add to them, not replace them."""
@@ -105,6 +103,9 @@ def test_chart_hub_config_keeps_the_services_z2jh_registered(hub_config):
         assert service["name"] in names
     roles = [r["name"] for r in hub_config.JupyterHub.load_roles]
     assert "jupyterhub-idle-culler" in roles
+    tokens = {s["name"]: s.get("api_token") for s in hub_config.JupyterHub.services}
+    assert tokens["eo-mqs"] == "from-secret-hub", "z2jh's entry (with its token) wins"
+    assert len(tokens) == len(hub_config.JupyterHub.services), "no service registered twice"
 
 
 @LEAD_FIX
