@@ -35,7 +35,8 @@ class LimitedKubeBackend(KubeBackend):
 
 def limited_backend(max_clusters: int) -> type[LimitedKubeBackend]:
     """A LimitedKubeBackend subclass with ``max_clusters`` clusters per user."""
-    return type("CScaleKubeBackend", (LimitedKubeBackend,), {"max_clusters_per_user": max_clusters})
+    attrs = {"max_clusters_per_user": max_clusters, "__module__": __name__}
+    return type("CScaleKubeBackend", (LimitedKubeBackend,), attrs)
 
 
 def dask_pod_config(kube: dict[str, Any], site: str | None) -> dict[str, Any]:
