@@ -331,3 +331,18 @@ def test_notes_render_with_stub_subcharts(chart_copy, run, tmp_path):
     assert "https://workshop.c-scale.eu/" in notes
     assert "tiny-a, tiny-b, small-a, small-b, trainer" in notes
     assert "/services/runs/" not in notes
+
+
+def test_user_servers_may_reach_our_services(render, obj):
+    """z2jh's user-pod NetworkPolicy blocks private addresses; our values open exactly our
+    service pods (by label and port) and the gateway's traefik."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    egress = values["jupyterhub"]["singleuser"]["networkPolicy"]["egress"]
+    ours = next(e for e in egress if "cscale.eu/hub-service" in str(e))
+    selector = ours["to"][0]["podSelector"]["matchLabels"]
+    objs = render()
+    for name in ("cscale-eo-mqs", "cscale-runs"):
+        pod = obj(objs, "Deployment", name)["spec"]["template"]
+        assert selector.items() <= pod["metadata"]["labels"].items(), name
+        port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+        assert {"port": port, "protocol": "TCP"} in ours["ports"], name

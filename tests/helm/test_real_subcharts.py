@@ -90,3 +90,13 @@ def test_real_subcharts_render_valid_objects(run, real_chart, example):
         in get("ConfigMap", "api-dask-gateway")["data"]["dask_gateway_config.py"]
     )
     get("Service", "traefik-dask-gateway")
+    # user pods' egress rule for traefik selects the real traefik pods
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rule = next(
+        e
+        for e in values["jupyterhub"]["singleuser"]["networkPolicy"]["egress"]
+        if "traefik" in str(e)
+    )
+    selector = rule["to"][0]["podSelector"]["matchLabels"]
+    traefik = get("Deployment", "traefik-dask-gateway")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= traefik.items()
