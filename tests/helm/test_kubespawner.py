@@ -275,3 +275,25 @@ def test_offline_kubeconfig_is_what_kubespawner_loaded(offline_kubeconfig):
 
     assert Configuration.get_default_copy().host == "https://127.0.0.1:9"
     assert "KUBERNETES_SERVICE_HOST" not in os.environ
+
+
+def test_spawn_form_lists_only_the_users_profiles():
+    """The form JupyterHub shows at /hub/spawn (KubeSpawner renders it from our callable)."""
+    from jupyterhub.utils import maybe_future
+
+    c = configured(production_cfg())
+
+    async def form(groups):
+        spawner = make_spawner(c, "carol", groups)
+        try:
+            options_form = spawner.options_form
+            return await maybe_future(
+                options_form(spawner) if callable(options_form) else options_form
+            )
+        finally:
+            await spawner.api.api_client.close()
+
+    html = asyncio.run(form(["vo.eodc.eu"]))
+    assert "EODC, medium (4 CPU, 16 GiB)" in html
+    assert "CESNET, small (2 CPU, 8 GiB)" in html
+    assert "CESNET, large" not in html and "INCD" not in html
