@@ -105,3 +105,25 @@ def test_image_names_in_values_are_the_documented_ones():
         assert f"`{name}`" in readme
     for path in DOCKERFILES:
         assert any(n in path.read_text() for n in names), path
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_copied_sources_exist_and_pass_the_dockerignore(path):
+    """Every COPY source exists in the repository (the build context) and is re-included by
+    the Dockerfile's own .dockerignore (which starts by excluding everything)."""
+    lines = (path.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
+    assert ignore[0] == "*", "the ignore file must exclude everything first"
+    for ins, arg in instructions(path):
+        if ins != "COPY":
+            continue
+        parts = [p for p in arg.split() if not p.startswith("--")]
+        for src in parts[:-1]:
+            if src.endswith("*"):  # optional file (README.md*)
+                continue
+            assert (REPO / src).exists(), (
+                f"{path.parent.name}: COPY {src}: missing in the repository"
+            )
+            assert f"!{src}" in ignore or f"!{src}/" in ignore, (
+                f"{src} excluded by the dockerignore"
+            )
