@@ -7,7 +7,8 @@ the user's runs server with one run, then measures, in the same process and run:
 - warm kernel: the same cells executed in an already running kernel (the floor);
 - sweep: 20 runs submitted as one sweep, executed up to max_concurrent_per_user at a time;
 - sequential papermill: the same 20 executions with papermill in this process, one by one
-  (papermill already imported, so its import is not counted against it).
+  (papermill already imported, so its import is not counted against it), and the papermill
+  command line in a shell-style loop (one process per run; mean of --cli-runs runs).
 
 Prints throughput as a ratio to cores x the single-run rate, the per-run overhead against the
 warm kernel, and the speed-up of the sweep over sequential papermill.
@@ -76,6 +77,34 @@ def sequential_papermill(nb: dict, n: int, runs: int, work: Path) -> float:
     return time.perf_counter() - t0
 
 
+def sequential_papermill_cli(nb: dict, n: int, runs: int, work: Path) -> float:
+    """``papermill IN OUT -p n N`` as a shell loop would run it: one process per run."""
+    import subprocess
+    import sys
+
+    src = work / "input.ipynb"
+    src.write_text(json.dumps(nb))
+    exe = str(Path(sys.executable).with_name("papermill"))
+    t0 = time.perf_counter()
+    for i in range(runs):
+        subprocess.run(
+            [
+                exe,
+                str(src),
+                str(work / f"cli{i}.ipynb"),
+                "-p",
+                "n",
+                str(n + i),
+                "--no-progress-bar",
+                "-k",
+                "python3",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=20)
@@ -84,6 +113,12 @@ def main() -> int:
         type=int,
         default=None,
         help="max_concurrent_per_user (default: the setting's default, 4)",
+    )
+    p.add_argument(
+        "--cli-runs",
+        type=int,
+        default=5,
+        help="runs of the papermill command line baseline (its rate is extrapolated)",
     )
     p.add_argument("--n", type=int, default=20000, help="size of the notebook's loop")
     args = p.parse_args()
@@ -116,6 +151,7 @@ def main() -> int:
             hub.stop()
         t_warm = warm_kernel_seconds(args.n)
         t_seq = sequential_papermill(nb, args.n, args.runs, work)
+        t_cli = sequential_papermill_cli(nb, args.n, args.cli_runs, work) / args.cli_runs
 
     rate_single = 1 / t_single
     throughput = args.runs / t_sweep
@@ -133,7 +169,15 @@ def main() -> int:
         f"sequential papermill in-process ({args.runs} runs): {t_seq:.2f} s "
         f"= {args.runs / t_seq:.2f} runs/s"
     )
-    print(f"speed-up of the sweep over sequential papermill: {t_seq / t_sweep:.2f}x")
+    print(f"speed-up of the sweep over sequential in-process papermill: {t_seq / t_sweep:.2f}x")
+    print(
+        f"papermill command line, one process per run: {t_cli:.2f} s/run "
+        f"(mean of {args.cli_runs}); {args.runs} of them sequentially ~ {t_cli * args.runs:.1f} s"
+    )
+    print(
+        f"speed-up of the sweep over a sequential papermill CLI loop: "
+        f"{t_cli * args.runs / t_sweep:.2f}x"
+    )
     return 0
 
 

@@ -96,7 +96,10 @@ async def caller(request: Request) -> Caller:
         raise HTTPException(403, "the token lacks the scope access:services!service=runs")
     admin = model.get("admin")
     if admin is None:
-        full = await servers.user_model(model["name"])
+        try:
+            full = await servers.user_model(model["name"])
+        except ServerError as exc:
+            raise HTTPException(502, f"could not look the user up at the hub: {exc}") from exc
         admin = bool(full and full.get("admin"))
     return Caller(name=model["name"], admin=admin)
 
@@ -297,8 +300,7 @@ def create_app(
         if run["state"] not in ACTIVE:
             return None
         try:
-            if run["owner"] not in servers._urls:
-                await servers.refresh_url(run["owner"])
+            await servers.known(run["owner"])
             return await servers.read_text(run["owner"], f"{run_dir(run['id'])}/{name}")
         except ServerError as exc:
             raise HTTPException(502, f"the user's runs server did not answer: {exc}") from exc

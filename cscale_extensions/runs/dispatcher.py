@@ -218,7 +218,7 @@ class Dispatcher:
         user, run_id = run["owner"], run["id"]
         d = run_dir(run_id)
         try:
-            if user not in self.servers._urls and not await self.servers.refresh_url(user):
+            if not await self.servers.known(user):
                 raise Gone("server not running")
             if run["cancel_requested"] and not run["cancel_sent"]:
                 await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "cancel requested\n")

@@ -34,13 +34,27 @@ class Gone(ServerError):
 
 
 LAUNCH_CODE = """
-import os as _o, subprocess as _s, sys as _y, shlex as _q
-_d = _o.path.abspath({rel!r})
-_c = " ".join(_q.quote(a) for a in [_y.executable, "-m", "cscale_extensions.runs.executor", _d,
-      "--root", _o.getcwd()])
-_s.run(["sh", "-c", "setsid " + _c + " </dev/null >>" + _q.quote(_o.path.join(_d, "log.txt"))
-        + " 2>&1 &"], check=True)
-print("launched")
+import json as _j, os as _o, socket as _k, subprocess as _s, sys as _y, shlex as _q
+def _launch(rel):
+    d, root = _o.path.abspath(rel), _o.getcwd()
+    try:  # the user's fork server (papermill already imported)
+        with _k.socket(_k.AF_UNIX, _k.SOCK_STREAM) as c:
+            c.settimeout(20)
+            c.connect(_o.path.join(root, "runs", ".executor.sock"))
+            c.sendall((_j.dumps({{"run_dir": d, "env": dict(_o.environ)}}) + "\\n").encode())
+            answer = _j.loads(c.makefile("r").readline())
+        if "pid" in answer:
+            return "launched via fork server"
+    except (OSError, ValueError):
+        fs = [_y.executable, "-m", "cscale_extensions.runs.forkserver", "--root", root,
+              "--server-pid", str(_o.getppid()), "--parent-pid", str(_o.getpid())]
+        with open(_o.path.join(root, "runs", "forkserver.log"), "ab") as log:
+            _s.Popen(fs, stdin=_s.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    ex = [_y.executable, "-m", "cscale_extensions.runs.executor", d, "--root", root]
+    _s.run(["sh", "-c", "setsid " + " ".join(map(_q.quote, ex)) + " </dev/null >>"
+            + _q.quote(_o.path.join(d, "log.txt")) + " 2>&1 &"], check=True)
+    return "launched directly"
+print(_launch({rel!r}))
 """
 
 
@@ -73,10 +87,14 @@ class UserServers:
 
     # hub side
     async def user_model(self, user: str) -> dict[str, Any] | None:
-        r = await self.http.get(f"{self.hub_api}/users/{quote(user)}")
+        try:
+            r = await self.http.get(f"{self.hub_api}/users/{quote(user)}")
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach the hub API: {exc}") from exc
         if r.status_code == 404:
             return None
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise ServerError(f"hub API: {r.status_code} {_hub_message(r)}")
         return r.json()
 
     async def server_state(self, user: str) -> dict[str, Any] | None:
@@ -88,7 +106,7 @@ class UserServers:
         lock = self._locks.setdefault(user, asyncio.Lock())
         async with lock:
             deadline = time.monotonic() + self.start_timeout
-            requested = False
+            requested, refusal = False, ""
             while True:
                 state = await self.server_state(user)
                 if state and state.get("ready"):
@@ -98,10 +116,11 @@ class UserServers:
                         self._dirs.discard(user)
                     self._urls[user] = url
                     return url
-                if not state or (not state.get("pending") and not state.get("ready")):
-                    if requested and state is None:
+                if not state or not state.get("pending"):
+                    if requested:  # asked once; neither ready nor starting: the spawn failed
                         raise ServerError(
                             f"the {self.server_name!r} server of {user} failed to start"
+                            + (f": {refusal}" if refusal else "")
                         )
                     r = await self.http.post(
                         f"{self.hub_api}/users/{quote(user)}/servers/{self.server_name}", json={}
@@ -111,12 +130,17 @@ class UserServers:
                             f"the hub refused to start the {self.server_name!r} server of {user}: "
                             f"{r.status_code} {_hub_message(r)}"
                         )
+                    refusal = _hub_message(r) if r.status_code == 400 else ""
                     requested = True
                 if time.monotonic() > deadline:
                     raise ServerError(
                         f"the {self.server_name!r} server of {user} did not start in time"
                     )
                 await asyncio.sleep(0.5)
+
+    async def known(self, user: str) -> bool:
+        """True when the user's server URL is known (asking the hub if needed)."""
+        return user in self._urls or await self.refresh_url(user)
 
     def _url(self, user: str) -> str:
         try:
