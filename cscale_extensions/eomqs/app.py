@@ -37,6 +37,17 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 _PREFIX = re.compile(r"^/[A-Za-z0-9._~\-/]*$")
 
 
+class FastJSON(JSONResponse):
+    """JSON rendered with orjson when it is installed (large pages of items)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            import orjson
+        except ImportError:  # pragma: no cover
+            return super().render(content)
+        return orjson.dumps(content)
+
+
 class SearchBody(BaseModel):
     """Item Search (POST). Every field is optional; the checks and their errors are EO-MQS's."""
 
@@ -108,8 +119,8 @@ def create_app(
     def link(rel: str, href: str, type_: str = JSON, **extra: Any) -> dict[str, Any]:
         return {"rel": rel, "href": href, "type": type_, **extra}
 
-    def geojson(body: dict[str, Any], status: int = 200) -> JSONResponse:
-        return JSONResponse(body, status_code=status, media_type=GEOJSON)
+    def geojson(body: dict[str, Any], status: int = 200) -> FastJSON:
+        return FastJSON(body, status_code=status, media_type=GEOJSON)
 
     def collection_doc(b: str, coll: dict[str, Any]) -> dict[str, Any]:
         out = dict(coll)
@@ -171,7 +182,7 @@ def create_app(
         out: SearchOutcome,
         endpoint: str,
         post: bool,
-    ) -> JSONResponse:
+    ) -> FastJSON:
         items = [item_doc(b, i) for i in out.page.items]
         body: dict[str, Any] = {"type": "FeatureCollection", "features": items}
         links = [link("root", b)]
@@ -210,7 +221,7 @@ def create_app(
 
     # -- routes -----------------------------------------------------------------------------
     @router.get("/", summary="Landing page")
-    async def landing(request: Request) -> JSONResponse:
+    async def landing(request: Request) -> FastJSON:
         b = base(request)
         view = await fed.collections()
         health = {s.name: s.health for s in fed.sites}
@@ -238,7 +249,7 @@ def create_app(
                 entry.update(reason=h.reason, detail=h.detail)
             sites[s.name] = entry
         asyncio.get_running_loop().create_task(fed.health())  # refresh in the background
-        return JSONResponse(
+        return FastJSON(
             {
                 "type": "Catalog",
                 "stac_version": STAC_VERSION,
@@ -252,11 +263,11 @@ def create_app(
         )
 
     @router.get("/conformance", summary="Conformance classes")
-    async def conformance() -> JSONResponse:
-        return JSONResponse({"conformsTo": CONFORMANCE})
+    async def conformance() -> FastJSON:
+        return FastJSON({"conformsTo": CONFORMANCE})
 
     @router.get("/federation", summary="Health of every site of the federation")
-    async def federation(request: Request) -> JSONResponse:
+    async def federation(request: Request) -> FastJSON:
         health = await fed.health()
         view = await fed.collections()
         out = []
@@ -278,13 +289,13 @@ def create_app(
             if s.caps:
                 entry.update(search_method=s.caps.method, sorts=s.caps.sorts)
             out.append(entry)
-        return JSONResponse({"sites": out, "links": [link("root", base(request))]})
+        return FastJSON({"sites": out, "links": [link("root", base(request))]})
 
     @router.get("/collections", summary="Collections of every site")
-    async def collections(request: Request) -> JSONResponse:
+    async def collections(request: Request) -> FastJSON:
         b = base(request)
         view = await fed.collections()
-        return JSONResponse(
+        return FastJSON(
             {
                 "collections": [collection_doc(b, c) for c in view.collections.values()],
                 "links": [link("self", f"{b}collections"), link("root", b), link("parent", b)],
@@ -301,8 +312,8 @@ def create_app(
         return coll
 
     @router.get("/collections/{collection_id}", summary="One collection")
-    async def collection(request: Request, collection_id: str) -> JSONResponse:
-        return JSONResponse(collection_doc(base(request), await _collection(collection_id)))
+    async def collection(request: Request, collection_id: str) -> FastJSON:
+        return FastJSON(collection_doc(base(request), await _collection(collection_id)))
 
     @router.get("/collections/{collection_id}/items", summary="Items of one collection")
     async def items(
@@ -313,7 +324,7 @@ def create_app(
         limit: int | None = Query(None, description="items per page"),
         sortby: str | None = Query(None, description="e.g. -properties.datetime,id"),
         token: str | None = Query(None, description="paging token from a next link"),
-    ) -> JSONResponse:
+    ) -> FastJSON:
         await _collection(collection_id)
         raw = dict(request.query_params)
         raw["collections"] = [collection_id]
@@ -329,7 +340,7 @@ def create_app(
         )
 
     @router.get("/collections/{collection_id}/items/{item_id}", summary="One item")
-    async def item(request: Request, collection_id: str, item_id: str) -> JSONResponse:
+    async def item(request: Request, collection_id: str, item_id: str) -> FastJSON:
         coll = await _collection(collection_id)
         found, holders, failed = await fed.item(collection_id, item_id)
         if found is None:
@@ -362,20 +373,20 @@ def create_app(
         limit: int | None = Query(None, description="items per page"),
         sortby: str | None = Query(None, description="e.g. -properties.datetime,id"),
         token: str | None = Query(None, description="paging token from a next link"),
-    ) -> JSONResponse:
+    ) -> FastJSON:
         params = check(dict(request.query_params))
         out = await fed.search(params)
         return search_response(request, base(request), params, out, "search", post=False)
 
     @router.post("/search", summary="Item Search (POST)")
-    async def search_post(request: Request, body: SearchBody) -> JSONResponse:
+    async def search_post(request: Request, body: SearchBody) -> FastJSON:
         params = check(body.model_dump(exclude_unset=True))
         out = await fed.search(params)
         return search_response(request, base(request), params, out, "search", post=True)
 
     @router.get("/api", include_in_schema=False)
-    async def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi(), media_type=OPENAPI)
+    async def openapi() -> FastJSON:
+        return FastJSON(app.openapi(), media_type=OPENAPI)
 
     @router.get("/api.html", include_in_schema=False)
     async def openapi_html() -> Any:

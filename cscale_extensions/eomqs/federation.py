@@ -25,6 +25,7 @@ from .sites import (
     check_health,
     fetch_collections,
     fetch_item,
+    fetch_page,
 )
 from .validation import SearchParams
 
@@ -45,6 +46,16 @@ class SearchOutcome:
     queried: list[Cursor]
 
 
+def _skip_missing_sniffio() -> None:
+    """httpcore tries ``import sniffio`` on every request; when it is not installed each failed
+    import searches sys.path again (~15 ms per federated search). Remember it is absent."""
+    import importlib.util
+    import sys
+
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
 class Federation:
     """Everything EO-MQS knows about its sites; one per app."""
 
@@ -63,10 +74,12 @@ class Federation:
         self._colls_at = 0.0
         self._colls_lock = asyncio.Lock()
         self._refresh_task: asyncio.Task | None = None
+        self._prefetching: set[asyncio.Future] = set()
         raw = json.dumps(sorted((s.name, s.url) for s in self.sites))
         self.fingerprint = hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     async def start(self) -> None:
+        _skip_missing_sniffio()
         limits = httpx.Limits(
             max_connections=self.s["max_connections"],
             max_keepalive_connections=self.s["max_connections"],
@@ -218,10 +231,25 @@ class Federation:
             )
         token = None
         if page.more:
+            self._prefetch(merger.prefetch(cursors))
             token = self.signer.dump(
                 {c.site.name: merger.state(c) for c in cursors}, qhash, self.fingerprint
             )
         return SearchOutcome(page, token, cursors)
+
+    def _prefetch(self, wanted: list[tuple[Site, dict[str, Any]]]) -> None:
+        """Fetch into the page cache, in the background, site pages the next page will need."""
+        if self.s["page_cache_ttl"] <= 0 or self.s["page_cache_size"] <= 0:
+            return
+        for site, req in wanted:
+            task = asyncio.ensure_future(fetch_page(self.http, site, req, self.cache))
+            self._prefetching.add(task)
+            task.add_done_callback(self._prefetch_done)
+
+    def _prefetch_done(self, task: asyncio.Future) -> None:
+        self._prefetching.discard(task)
+        if not task.cancelled():
+            task.exception()  # a failure is fetched (and reported) again by the next page
 
     # -- one item ---------------------------------------------------------------------------
     async def item(

@@ -285,6 +285,15 @@ class Merger:
             await self._ensure_all([c for c in group if not c.buf])
         return PageResult(out, cursors, any(c.buf for c in cursors))
 
+    def prefetch(self, cursors: list[Cursor]) -> list[tuple[Site, Request]]:
+        """Next pages the following page of this search will likely need (to warm the cache):
+        those of sites left with fewer buffered items than two pages like this one take."""
+        return [
+            (c.site, c.next)
+            for c in cursors
+            if c.mode == "s" and c.next is not None and len(c.buf) < 2 * c.returned
+        ]
+
 
 def _with_sites(item: dict[str, Any], sites: list[str]) -> dict[str, Any]:
     out = dict(item)

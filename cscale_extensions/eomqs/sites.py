@@ -17,6 +17,11 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
+try:  # orjson parses large pages several times faster; json is the fallback
+    from orjson import loads
+except ImportError:  # pragma: no cover
+    from json import loads
+
 SORT_CONFORMANCE = "item-search#sort"
 Request = dict[str, Any]  # {"method": "GET"|"POST", "href": str, "body": dict|None}
 
@@ -109,7 +114,7 @@ async def _json_request(
     if resp.status_code >= 400:
         raise SiteFailure(f"http {resp.status_code}", resp.text[:200])
     try:
-        return resp.json()
+        return loads(resp.content)
     except (ValueError, UnicodeDecodeError):
         raise SiteFailure("invalid response", "the answer is not JSON") from None
 
@@ -206,6 +211,7 @@ class PageCache:
     def __init__(self, ttl: float, size: int):
         self.ttl, self.size = ttl, size
         self._data: OrderedDict[str, tuple[float, Page]] = OrderedDict()
+        self.inflight: dict[str, asyncio.Future[Page]] = {}
 
     @staticmethod
     def key(site: Site, req: Request) -> str:
@@ -228,11 +234,25 @@ class PageCache:
 
 
 async def fetch_page(client: httpx.AsyncClient, site: Site, req: Request, cache: PageCache) -> Page:
-    """One search page of ``site`` for the request ``req`` (a first request or a next link)."""
+    """One search page of ``site`` for the request ``req`` (a first request or a next link).
+
+    Served from the cache when fresh; concurrent fetches of the same page share one request.
+    """
     ck = cache.key(site, req)
     hit = cache.get(ck)
     if hit is not None:
         return hit
+    running = cache.inflight.get(ck)
+    if running is None:
+        running = asyncio.ensure_future(_fetch_page(client, site, req, cache, ck))
+        cache.inflight[ck] = running
+        running.add_done_callback(lambda _: cache.inflight.pop(ck, None))
+    return await asyncio.shield(running)
+
+
+async def _fetch_page(
+    client: httpx.AsyncClient, site: Site, req: Request, cache: PageCache, ck: str
+) -> Page:
     if req["method"] == "POST":
         doc = await _json_request(client, site, "POST", req["href"], body=req["body"] or {})
     elif req.get("body") is not None:

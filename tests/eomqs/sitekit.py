@@ -137,6 +137,7 @@ class TestSite:
         self.sorts, self.paging, self.delay, self.fault = sorts, paging, delay, fault
         self.methods = methods
         self.requests = 0
+        self._order_cache: dict[str, Any] = {}
         self.app = Starlette(
             routes=[
                 Route("/", self.landing),
@@ -146,6 +147,15 @@ class TestSite:
                 Route("/search", self.search, methods=["GET", "POST"]),
             ]
         )
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return self._items
+
+    @items.setter
+    def items(self, value) -> None:
+        self._items = list(value)
+        self._order_cache = {}
 
     async def _gate(self) -> Response | None:
         self.requests += 1
@@ -205,39 +215,53 @@ class TestSite:
                 return JSONResponse(i)
         return JSONResponse({"code": "NotFound"}, status_code=404)
 
-    def _select(self, q: dict[str, Any]) -> list[dict[str, Any]]:
-        out = list(self.items)
-        if q.get("collections"):
-            out = [i for i in out if i["collection"] in q["collections"]]
-        if q.get("ids"):
-            out = [i for i in out if i["id"] in q["ids"]]
-        if q.get("bbox"):
-            w, s, e, n = (
-                q["bbox"][:4]
-                if len(q["bbox"]) == 4
-                else (q["bbox"][0], q["bbox"][1], q["bbox"][3], q["bbox"][4])
-            )
-            out = [i for i in out if w <= i["bbox"][0] <= e and s <= i["bbox"][1] <= n]
+    def _ordered(self, sortby: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The items in the order of ``sortby`` (cached until ``items`` is replaced)."""
+        key = json.dumps(sortby if self.sorts else [])
+        if self._order_cache.get("key") != key:
+            out = list(self.items)
+            if self.sorts:
+                for s in reversed(sortby or []):
+                    f = s["field"]
+                    if f.endswith("datetime"):
+
+                        def get(i):
+                            return i["properties"]["datetime"]
+                    else:
+
+                        def get(i, f=f):
+                            return i[f]
+
+                    out.sort(key=get, reverse=s["direction"] == "desc")
+            self._order_cache = {"key": key, "items": out}
+        return self._order_cache["items"]
+
+    def _select(
+        self, q: dict[str, Any], stop: int | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Matching items in order; with ``stop``, only the first ``stop`` (and whether more exist)."""
+        colls = set(q.get("collections") or [])
+        ids = set(q.get("ids") or [])
+        box = q.get("bbox")
+        if box:
+            box = box[:4] if len(box) == 4 else [box[0], box[1], box[3], box[4]]
+        a = b = None
         if q.get("datetime"):
-            a, _, b = q["datetime"].partition("/")
-            if not _:
-                b = a
-            out = [
-                i
-                for i in out
-                if (a in ("", "..") or i["properties"]["datetime"] >= a)
-                and (b in ("", "..") or i["properties"]["datetime"] <= b)
-            ]
-        if self.sorts:
-            for s in reversed(q.get("sortby") or []):
-                f = s["field"]
-                get = (
-                    (lambda i: i["properties"]["datetime"])
-                    if f.endswith("datetime")
-                    else (lambda i, f=f: i[f])
-                )
-                out.sort(key=get, reverse=s["direction"] == "desc")
-        return out
+            a, sep, b = q["datetime"].partition("/")
+            b = b if sep else a
+        out: list[dict[str, Any]] = []
+        for i in self._ordered(q.get("sortby") or []):
+            if colls and i["collection"] not in colls or ids and i["id"] not in ids:
+                continue
+            if box and not (box[0] <= i["bbox"][0] <= box[2] and box[1] <= i["bbox"][1] <= box[3]):
+                continue
+            dt = i["properties"]["datetime"]
+            if a not in (None, "", "..") and dt < a or b not in (None, "", "..") and dt > b:
+                continue
+            if stop is not None and len(out) == stop:
+                return out, True
+            out.append(i)
+        return out, False
 
     async def search(self, request: Request) -> Response:
         if (bad := await self._gate()) is not None:
@@ -258,11 +282,11 @@ class TestSite:
                     for s in q["sortby"].split(",")
                 ]
             q["skip"] = int(q.get("page", 0))
-        hits = self._select(q)
         limit, skip = int(q.get("limit", 10)), int(q.get("skip", 0))
+        hits, more = self._select(q, stop=skip + limit)
         page = hits[skip : skip + limit]
         links = []
-        if skip + limit < len(hits):
+        if more:
             base = f"{request.base_url}search"
             if self.paging == "POST" and request.method == "POST":
                 links.append(
@@ -285,15 +309,11 @@ class TestSite:
                 links.append(
                     {"rel": "next", "href": f"{base}?{urlencode(params)}", "method": "GET"}
                 )
-        return JSONResponse(
-            {
-                "type": "FeatureCollection",
-                "features": page,
-                "links": links,
-                "numberMatched": len(hits),
-                "numberReturned": len(page),
-            }
-        )
+        doc = {"type": "FeatureCollection", "features": page, "links": links}
+        doc["numberReturned"] = len(page)
+        if not more:
+            doc["numberMatched"] = len(hits)
+        return JSONResponse(doc)
 
 
 def _as_get(q: dict[str, Any]) -> dict[str, str]:
