@@ -149,18 +149,22 @@ def main() -> int:
             # a different (equivalent) query each round: no page cache hit anywhere
             body = {**body, "datetime": f"2020-01-01T00:{k // 60:02d}:{k % 60:02d}Z/.."}
             fed.append(
-                timed(lambda: s.post(url + "search", json=body, timeout=60).raise_for_status())
+                timed(
+                    lambda body=body: s.post(
+                        url + "search", json=body, timeout=60
+                    ).raise_for_status()
+                )
             )
             slowest.append(
                 timed(
-                    lambda: s.post(
+                    lambda body=body: s.post(
                         site_urls[-1] + "search", json=body, timeout=60
                     ).raise_for_status()
                 )
             )
             sequential.append(
                 timed(
-                    lambda: [
+                    lambda body=body: [
                         s.post(u + "search", json=body, timeout=60).raise_for_status()
                         for u in site_urls
                     ]
