@@ -32,34 +32,38 @@ def stac_client(timeout: float = 60):
     return Client.open(stac_url(), timeout=timeout)
 
 
-def _missing_entries(value: Any) -> dict[str, str]:
-    """``federation:missing`` as {site: reason}, whatever shape the API used."""
-    if not value:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for entry in value:
-        if isinstance(entry, dict):
-            site = entry.get("site") or entry.get("name") or entry.get("id") or "?"
-            reason = entry.get("reason") or entry.get("message") or entry.get("error") or ""
-            out[str(site)] = str(reason)
-        else:
-            out[str(entry)] = ""
-    return out
+def federated_search(search) -> tuple[list, dict[str, dict[str, Any]]]:
+    """All items of a pystac-client ``ItemSearch`` and the per-site status EO-MQS reported.
+
+    Every result page of EO-MQS names the sites it could not search (``federation:missing``)
+    and reports each site (``federation:sites``: status, items returned, reason). The status
+    returned here merges all pages: ``{site: {"status": "ok"|"missing", "returned": n,
+    "reason": str}}``; a site missing on any page is missing. A plain STAC API (one site)
+    reports nothing: the status is then empty.
+    """
+    import pystac
+
+    items: list = []
+    status: dict[str, dict[str, Any]] = {}
+    for page in search.pages_as_dicts():
+        for site, entry in (page.get("federation:sites") or {}).items():
+            s = status.setdefault(site, {"status": "ok", "returned": 0, "reason": ""})
+            s["returned"] += int(entry.get("returned") or 0)
+            if entry.get("status", "ok") != "ok":
+                s["status"] = "missing"
+                s["reason"] = str(entry.get("reason") or entry.get("detail") or "")
+        for site in page.get("federation:missing") or []:
+            s = status.setdefault(str(site), {"status": "missing", "returned": 0, "reason": ""})
+            s["status"] = "missing"
+        items.extend(pystac.Item.from_dict(f) for f in page.get("features", []))
+    return items, status
 
 
 def search_with_status(search) -> tuple[list, dict[str, str]]:
     """All items of a pystac-client ``ItemSearch`` and the sites the federation reported
-    missing on any page (``federation:missing``, as {site: reason})."""
-    import pystac
-
-    items: list = []
-    missing: dict[str, str] = {}
-    for page in search.pages_as_dicts():
-        missing.update(_missing_entries(page.get("federation:missing")))
-        items.extend(pystac.Item.from_dict(f) for f in page.get("features", []))
-    return items, missing
+    missing on any page, as {site: reason} (empty when the result is complete)."""
+    items, status = federated_search(search)
+    return items, {site: s["reason"] for site, s in status.items() if s["status"] != "ok"}
 
 
 def item_sites(item) -> list[str]:
@@ -125,12 +129,17 @@ def plot_map(
     return im
 
 
-def plot_footprints(ax, items, colour_by: str = "collection"):
+def plot_footprints(
+    ax, items, colour_by: str = "collection", colours: dict[str, str] | None = None
+):
     """Item footprints (lon/lat) on ``ax``, one colour per value of ``colour_by``
-    (``"collection"`` or ``"site"``), with a legend."""
+    (``"collection"`` or ``"site"``), with a legend. Pass the same ``colours`` dict to several
+    calls to keep colours consistent between axes."""
+    from matplotlib.ticker import MaxNLocator
     from shapely.geometry import shape
 
-    colours: dict[str, str] = {}
+    colours = {} if colours is None else colours
+    used: list[str] = []
     drawn: set[tuple[str, bytes]] = set()
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     for item in items:
@@ -138,16 +147,19 @@ def plot_footprints(ax, items, colour_by: str = "collection"):
         geom = shape(item.geometry)
         for key in keys:
             colour = colours.setdefault(key, palette[len(colours) % len(palette)])
+            if key not in used:
+                used.append(key)
             if (key, geom.wkb) in drawn:  # identical footprints (a time series) drawn once
                 continue
             drawn.add((key, geom.wkb))
             for poly in getattr(geom, "geoms", [geom]):
                 xs, ys = poly.exterior.xy
                 ax.fill(xs, ys, facecolor=colour, edgecolor=colour, alpha=0.25, linewidth=2)
-    for key, colour in colours.items():
-        ax.plot([], [], color=colour, linewidth=6, alpha=0.4, label=key)
+    for key in used:
+        ax.plot([], [], color=colours[key], linewidth=6, alpha=0.4, label=key)
     ax.margins(0.15)
     ax.ticklabel_format(useOffset=False)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     lats = [c[1] for i in items for c in shape(i.geometry).envelope.exterior.coords]
@@ -155,5 +167,5 @@ def plot_footprints(ax, items, colour_by: str = "collection"):
         ax.set_aspect(
             1 / max(0.1, math.cos(math.radians(sum(lats) / len(lats)))), adjustable="datalim"
         )
-    if colours:
+    if used:
         ax.legend(loc="upper right", fontsize="small", title=colour_by)

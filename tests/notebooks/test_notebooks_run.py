@@ -1,0 +1,256 @@
+"""Every workflow notebook runs headless with papermill inside the running stack, from the demo
+member's own server on its copy in ~/workflow_notebooks/, with its defaults and with another
+parameter set; the scraps it records are checked for plausibility and against the sample data
+on disk (the STAC catalog `cscale-hub data prepare` wrote) and the sites' layout."""
+
+from __future__ import annotations
+
+import ast
+import json
+from datetime import date
+
+import nbformat
+import pytest
+
+from cscale_extensions.sites.layout import SITES
+
+from .conftest import NOTEBOOKS
+
+pytestmark = pytest.mark.slow
+
+L5, L7, S2 = "landsat-5-tm-sr", "landsat-7-etm-sr", "sentinel-2-l1c"
+
+
+@pytest.fixture(scope="module")
+def catalog(platform) -> list[dict]:
+    """The sample items as prepared on disk: collection, id, date, bbox."""
+    out = []
+    for path in sorted((platform.state_dir / "eodata" / "stac").glob("*/*/*.json")):
+        doc = json.loads(path.read_text())
+        out.append(
+            {
+                "collection": doc["collection"],
+                "id": doc["id"],
+                "bbox": doc["bbox"],
+                "date": date.fromisoformat(doc["properties"]["datetime"][:10]),
+            }
+        )
+    assert out, "no prepared sample items"
+    return out
+
+
+def count(catalog, collections, start="1900-01-01", end="2100-12-31") -> int:
+    lo, hi = date.fromisoformat(start), date.fromisoformat(end)
+    return sum(1 for i in catalog if i["collection"] in collections and lo <= i["date"] <= hi)
+
+
+def ok(result: dict) -> dict:
+    """The scraps of a run that must have succeeded, after checking that no cluster is left."""
+    assert result["error"] is None, result["error"]
+    assert result["clusters"] == [], "a dask cluster of the user is still running"
+    return result["scraps"]
+
+
+def test_default_bboxes_lie_within_the_sample_items(catalog):
+    def within(inner, outer):
+        return (
+            outer[0] <= inner[0] < inner[2] <= outer[2]
+            and outer[1] <= inner[1] < inner[3] <= outer[3]
+        )
+
+    def footprint(collection):
+        boxes = [i["bbox"] for i in catalog if i["collection"] == collection]
+        return [
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        ]
+
+    checked = 0
+    for path in NOTEBOOKS:
+        nb = nbformat.read(str(path), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        params = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body}
+        for key, coll_key in (
+            ("bbox", "collection"),
+            ("bbox", "collections"),
+            ("check_bbox", "check_collection"),
+        ):
+            if params.get(key) is None or coll_key not in params:
+                continue
+            colls = params[coll_key] if isinstance(params[coll_key], list) else [params[coll_key]]
+            for coll in colls:
+                assert within(params[key], footprint(coll)), f"{path.name}: {key} outside {coll}"
+                checked += 1
+    assert checked >= 5
+
+
+def test_01_data_discovery(run_notebook, catalog):
+    s = ok(run_notebook("01-data-discovery", "01-defaults"))
+    every = sorted({i["collection"] for i in catalog})
+    assert s["collections_offered"] == every
+    assert s["items_per_collection"] == {c: count(catalog, [c]) for c in every}
+    assert s["n_items"] == len({(i["collection"], i["id"]) for i in catalog})
+    assert s["duplicate_items"] == 0  # items held by two sites come back once
+    assert s["sites_answered"] == sorted(site.name for site in SITES) and s["missing_sites"] == {}
+    held = {site.name: sorted({h.collection for h in site.holdings}) for site in SITES}
+    assert s["collections_per_site"] == held
+    for site in SITES:  # each site delivered exactly the items its holdings put there
+        expected = sum(
+            count(catalog, [h.collection], str(h.start), str(h.end)) for h in site.holdings
+        )
+        assert s["items_per_site"][site.name] == expected == s["site_status"][site.name]["returned"]
+    l5 = s["bbox_per_collection"][L5]
+    assert l5[0] < l5[2] and l5[1] < l5[3]
+
+    s = ok(
+        run_notebook(
+            "01-data-discovery", "01-l7-late", collections=[L7], time_range="2012-01-01/2013-12-31"
+        )
+    )
+    n = count(catalog, [L7], "2012-01-01", "2013-12-31")
+    assert n > 0 and s["n_items"] == n and s["items_per_collection"] == {L7: n}
+    assert s["sites_answered"] == ["incd"] and s["items_per_site"] == {"incd": n}
+    assert "2012-01-01" <= s["date_range"][0] <= s["date_range"][1] <= "2013-12-31"
+
+
+def check_ndvi(s):
+    series = s["ndvi_series"]
+    assert series and all(-1 <= v <= 1 for v in series.values())
+    assert s["summer_ndvi"] > s["winter_ndvi"], "summer NDVI must be above winter NDVI"
+    assert 0 < s["summer_ndvi"] <= 1
+
+
+def test_02_vegetation_monitoring(run_notebook, catalog):
+    s = ok(run_notebook("02-vegetation-monitoring", "02-defaults"))
+    assert s["collection"] == L5 and s["n_items"] == count(
+        catalog, [L5], "2008-01-01", "2011-12-31"
+    )
+    assert 5 <= s["n_scenes_used"] <= s["n_items"] and len(s["ndvi_series"]) == s["n_scenes_used"]
+    check_ndvi(s)
+    assert set(s["summer_ndvi_by_year"]) <= {"2008", "2009", "2010", "2011"}
+
+    # Landsat 7 over the years two different sites hold, stricter cloud limit
+    s2 = ok(
+        run_notebook(
+            "02-vegetation-monitoring",
+            "02-l7",
+            collection=L7,
+            time_range="2010-01-01/2013-12-31",
+            min_clear_fraction=0.7,
+            summer_months=[7, 8],
+        )
+    )
+    assert s2["collection"] == L7 and s2["n_items"] == count(
+        catalog, [L7], "2010-01-01", "2013-12-31"
+    )
+    assert min(s2["ndvi_series"]) >= "2010-01-01"
+    check_ndvi(s2)
+
+
+def check_water(s):
+    for key in ("water_fraction_a", "water_fraction_b"):
+        assert 0 <= s[key] <= 1
+    assert all(0 <= v <= 1 for v in s["scene_water_fraction"].values())
+    assert 0 <= s["cfmask_water_fraction"] <= 1
+    ch, area = s["change_km2"], s["water_area_km2"]
+    assert all(v >= 0 for v in ch.values())
+    assert ch["permanent"] + ch["lost"] == pytest.approx(area["A"], abs=1e-9)
+    assert ch["permanent"] + ch["gained"] == pytest.approx(area["B"], abs=1e-9)
+    assert s["n_scenes_used"]["A"] > 0 and s["n_scenes_used"]["B"] > 0
+    c = s["s2_check"]
+    assert 0 <= c["agreement"] <= 1 and 0 <= c["iou"] <= 1
+    assert (
+        0.01 < c["rule_water_fraction"] < 1 and 0.01 < c["mndwi_water_fraction"] < 1
+    )  # the lakes are found
+
+
+def test_03_surface_water_dynamics(run_notebook, catalog):
+    s = ok(run_notebook("03-surface-water-dynamics", "03-defaults"))
+    assert s["n_items"] == {
+        "A": count(catalog, [L7], "2008-01-01", "2009-12-31"),
+        "B": count(catalog, [L7], "2012-01-01", "2013-12-31"),
+    }
+    check_water(s)
+
+    s = ok(
+        run_notebook(
+            "03-surface-water-dynamics",
+            "03-l5",
+            collection=L5,
+            period_a="2008-01-01/2008-12-31",
+            period_b="2011-01-01/2011-12-31",
+            swir_threshold=0.08,
+            max_red=0.15,
+        )
+    )
+    assert s["periods"] == {"A": "2008-01-01/2008-12-31", "B": "2011-01-01/2011-12-31"}
+    assert s["n_items"] == {
+        "A": count(catalog, [L5], "2008-01-01", "2008-12-31"),
+        "B": count(catalog, [L5], "2011-01-01", "2011-12-31"),
+    }
+    check_water(s)
+
+
+def check_quality(s):
+    assert 0 < s["water_fraction"] <= 1 and s["n_water_pixels"] > 0
+    for index in ("ndti", "ndci"):
+        st = s[index]
+        assert -1 <= st["p10"] <= st["median"] <= st["p90"] <= 1 and -1 <= st["mean"] <= 1
+        assert st["n"] == s["n_water_pixels"]
+    assert all(b["area (km²)"] <= s["water_area_km2"] + 1e-9 for b in s["largest_waterbodies"])
+
+
+def test_04_water_quality(run_notebook):
+    s = ok(run_notebook("04-water-quality", "04-defaults"))
+    assert s["date"] == "2017-02-16"
+    check_quality(s)
+    assert s["n_waterbodies"] >= 1
+
+    east = ok(
+        run_notebook(
+            "04-water-quality",
+            "04-east-strict",
+            bbox=[12.60, 52.46, 12.72, 52.52],
+            ndwi_threshold=0.1,
+        )
+    )
+    check_quality(east)
+    # a smaller area and a stricter threshold can only find fewer water pixels
+    assert east["n_water_pixels"] < s["n_water_pixels"]
+
+
+def test_05_scaling_with_dask_gateway(run_notebook, catalog):
+    s = ok(run_notebook("05-scaling-with-dask-gateway", "05-defaults"))
+    assert s["clusters_left"] == 0
+    assert s["n_items"] == count(catalog, [L5, L7], "2008-01-01", "2013-12-31")
+    assert s["max_difference_local_vs_cluster"] < 1e-6
+    assert 1 <= s["workers_used"] <= 2 and s["n_clear_dates"] <= s["n_dates"] <= s["n_items"]
+    check_ndvi(s)
+    assert s["local_seconds"] > 0 and s["cluster_seconds"] > 0  # recorded, not judged
+
+    s = ok(
+        run_notebook(
+            "05-scaling-with-dask-gateway",
+            "05-l7-one-worker",
+            collections=[L7],
+            max_workers=1,
+            scenes_per_chunk=4,
+        )
+    )
+    assert s["clusters_left"] == 0 and s["workers_used"] == 1
+    assert s["n_items"] == count(catalog, [L7], "2008-01-01", "2013-12-31")
+    assert s["max_difference_local_vs_cluster"] < 1e-6
+
+
+def test_05_cluster_is_shut_down_when_the_cluster_cell_fails(run_notebook):
+    # no worker can start within a millisecond: wait_for_workers raises inside the try block
+    result = run_notebook("05-scaling-with-dask-gateway", "05-fails", worker_timeout=0.001)
+    assert result["error"] is not None and "Timeout" in result["error"]
+    assert result["clusters"] == []
+    nb = nbformat.read(result["out"], as_version=4)  # the output notebook in the user's home
+    failed = [
+        c for c in nb.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))
+    ]
+    assert len(failed) == 1 and "gateway.new_cluster()" in failed[0].source
