@@ -10,6 +10,7 @@ from the hub is always usable.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -19,9 +20,11 @@ from functools import cache
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
+from tornado import web
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import entitlements
+from .idtoken import IdTokenError, allowed_algorithms, verify_id_token
 
 _POSIX_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -36,7 +39,9 @@ def discover(issuer: str, timeout: float = 10.0) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"OIDC discovery failed for {url}: {exc}") from exc
     if doc.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
-        raise RuntimeError(f"OIDC discovery at {url} names issuer {doc.get('issuer')!r}, expected {issuer!r}")
+        raise RuntimeError(
+            f"OIDC discovery at {url} names issuer {doc.get('issuer')!r}, expected {issuer!r}"
+        )
     return doc
 
 
@@ -62,8 +67,12 @@ class CScaleAuthenticator(GenericOAuthenticator):
     )
     vos = List(Unicode(), config=True, help="VOs whose members are admitted; each is a hub group.")
     admin_roles = List(Unicode(), ["admin"], config=True, help="VO roles that grant hub admin.")
-    entitlements_claim = Unicode("eduperson_entitlement", config=True, help="Claim with entitlements.")
-    entitlement_namespace = Unicode("urn:mace:egi.eu:group", config=True, help="Entitlement namespace.")
+    entitlements_claim = Unicode(
+        "eduperson_entitlement", config=True, help="Claim with entitlements."
+    )
+    entitlement_namespace = Unicode(
+        "urn:mace:egi.eu:group", config=True, help="Entitlement namespace."
+    )
     entitlement_authority = Unicode(
         "aai.egi.eu", allow_none=True, config=True, help="Required #authority of entitlements."
     )
@@ -79,6 +88,13 @@ class CScaleAuthenticator(GenericOAuthenticator):
     posix_usernames = Bool(
         True, config=True, help="Normalise usernames to safe POSIX account names."
     )
+    verify_id_tokens = Bool(
+        True,
+        config=True,
+        help="Verify every ID token (issuer JWKS signature, iss, aud, exp); a login without one "
+        "is refused when the scopes include openid.",
+    )
+    id_token_leeway = Integer(60, config=True, help="Seconds of clock skew allowed on ID tokens.")
 
     def _discovered(self, key: str) -> str:
         if not self.oidc_issuer:
@@ -107,6 +123,12 @@ class CScaleAuthenticator(GenericOAuthenticator):
 
     @default("enable_auth_state")
     def _enable_auth_state_default(self):
+        return True
+
+    @default("auth_refresh_strict")
+    def _auth_refresh_strict_default(self):
+        # access follows the IdP: once tokens cannot be refreshed (account disabled, VO left,
+        # refresh token revoked) API tokens stop working too, not only browser sessions
         return True
 
     @default("custom_403_message")
@@ -154,6 +176,53 @@ class CScaleAuthenticator(GenericOAuthenticator):
         groups = set(auth_model.get("groups") or ())
         return bool(groups & set(self.vos)) or username in self.allowed_users
 
+    async def get_token_info(self, handler, params):
+        """The token response, with its ID token verified (403 when it does not verify)."""
+        token_info = await super().get_token_info(handler, params)
+        if not (self.verify_id_tokens and self.oidc_issuer):
+            return token_info
+        id_token = token_info.get("id_token")
+        if not id_token:
+            if params.get("grant_type") == "authorization_code" and "openid" in self.scope:
+                raise web.HTTPError(
+                    403, "The identity provider returned no ID token; log in again."
+                )
+            return token_info  # refresh responses need not carry one
+        doc = discover(self.oidc_issuer, self.discovery_timeout)
+        try:
+            claims = await asyncio.to_thread(
+                verify_id_token,
+                id_token,
+                issuer=doc["issuer"],
+                client_id=self.client_id,
+                jwks_uri=doc.get("jwks_uri", ""),
+                algorithms=allowed_algorithms(doc),
+                leeway=self.id_token_leeway,
+                timeout=self.discovery_timeout,
+            )
+        except IdTokenError as exc:
+            self.log.warning("Refused an ID token from %s: %s", self.token_url, exc)
+            raise web.HTTPError(
+                403,
+                f"The sign-in could not be verified ({exc}). Log in again; if this "
+                "persists, tell the operator of this hub.",
+            ) from None
+        token_info["id_token_claims"] = claims
+        return token_info
+
+    async def token_to_user(self, token_info):
+        """userinfo, checked to be about the subject of the verified ID token."""
+        user_info = await super().token_to_user(token_info)
+        claims = token_info.get("id_token_claims")
+        if claims and user_info.get("sub") != claims.get("sub"):
+            self.log.warning(
+                "userinfo subject %r differs from the ID token's %r",
+                user_info.get("sub"),
+                claims.get("sub"),
+            )
+            raise web.HTTPError(403, "The identity provider's answers do not match; log in again.")
+        return user_info
+
     async def build_auth_state_dict(self, token_info: dict, user_info: dict) -> dict:
         state = super().build_auth_state_dict(token_info, user_info)
         expires_in = token_info.get("expires_in")
@@ -162,6 +231,17 @@ class CScaleAuthenticator(GenericOAuthenticator):
         return state
 
     async def refresh_user(self, user, handler=None, **kwargs):
+        """Refresh, then re-check admission: a user who left every admitted VO (or whose
+        account the IdP disabled) must log in again, and is refused there."""
+        model = await self._refresh_tokens(user, handler, **kwargs)
+        if isinstance(model, dict) and not await self.check_allowed(model["name"], model):
+            self.log.warning(
+                "%s is no longer a member of an admitted VO; login required", user.name
+            )
+            return False
+        return model
+
+    async def _refresh_tokens(self, user, handler=None, **kwargs):
         """Refresh proactively: when the access token expires within ``refresh_margin``,
         exchange the refresh token first, instead of waiting for userinfo to fail."""
         auth_state = await user.get_auth_state() if self.enable_auth_state else None
@@ -173,12 +253,16 @@ class CScaleAuthenticator(GenericOAuthenticator):
                 try:
                     token_info = await self.get_token_info(handler, params)
                 except Exception as exc:
-                    self.log.info("Refreshing tokens of %s failed (%s); login required", user.name, exc)
+                    self.log.info(
+                        "Refreshing tokens of %s failed (%s); login required", user.name, exc
+                    )
                     return False
                 token_info.setdefault("refresh_token", auth_state["refresh_token"])
                 try:
                     return await self._token_to_auth_model(token_info)
                 except Exception as exc:
-                    self.log.error("Fresh token of %s does not work (%s); login required", user.name, exc)
+                    self.log.error(
+                        "Fresh token of %s does not work (%s); login required", user.name, exc
+                    )
                     return False
         return await super().refresh_user(user, handler, **kwargs)
