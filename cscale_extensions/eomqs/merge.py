@@ -76,6 +76,7 @@ class Merger:
         self.sorted_cache = sorted_cache
         self.params = params
         self.key = key_function(params.sortby)
+        self.order_sig = json.dumps([s.as_json() for s in full_sort(params.sortby)])
         self.unsorted_max = unsorted_max
 
     # -- site bodies and state ---------------------------------------------------------------
@@ -172,17 +173,27 @@ class Merger:
             raise bad_request("InvalidToken", "the paging token is malformed") from None
 
     # -- fetching ---------------------------------------------------------------------------
-    def _keyed(
-        self, c: Cursor, items: list[dict[str, Any]], check: bool
-    ) -> list[tuple[Key, dict[str, Any]]]:
-        keyed = [(self.key(i), i) for i in items]
-        if not c.sort_pages and any(keyed[i][0] > keyed[i + 1][0] for i in range(len(keyed) - 1)):
+    def _page_keys(
+        self, page: Page
+    ) -> tuple[list[tuple[Key, dict[str, Any]]], list[tuple[Key, dict[str, Any]]], bool]:
+        """The page's items with their keys, as received and sorted, and whether they were in
+        order; computed once per page and order (kept with the cached page)."""
+        hit = page.keyed.get(self.order_sig)
+        if hit is None:
+            keyed = [(self.key(i), i) for i in page.items]
+            in_order = all(keyed[n][0] <= keyed[n + 1][0] for n in range(len(keyed) - 1))
+            srt = keyed if in_order else sorted(keyed, key=lambda kv: kv[0])
+            hit = page.keyed[self.order_sig] = (keyed, srt, in_order)
+        return hit
+
+    def _keyed(self, c: Cursor, page: Page) -> list[tuple[Key, dict[str, Any]]]:
+        keyed, srt, in_order = self._page_keys(page)
+        if not c.sort_pages and not in_order:
             c.sort_pages = c.flagged = True
-        if c.sort_pages:
-            keyed.sort(key=lambda kv: kv[0])
-        if check and keyed and c.last_key is not None and keyed[0][0] < c.last_key:
+        out = srt if c.sort_pages else keyed
+        if out and c.last_key is not None and out[0][0] < c.last_key:
             c.flagged = True
-        return keyed
+        return out
 
     async def _sorted_list(self, c: Cursor) -> list[tuple[Key, dict[str, Any]]] | None:
         """Every matching item of an unsorting site, sorted; None if more than the limit."""
@@ -242,7 +253,7 @@ class Merger:
             c.req, c.loaded, c.next = req, True, page.next
             if page.matched is not None:
                 c.matched = page.matched
-            keyed = self._keyed(c, page.items, check=True)
+            keyed = self._keyed(c, page)
             c.page_len = len(keyed)
             c.buf = deque(keyed[off:])
 
@@ -282,7 +293,9 @@ class Merger:
                     c.taken += 1
             sites = [c.site.name for c in group]
             out.append(_with_sites(item, sites))
-            await self._ensure_all([c for c in group if not c.buf])
+            emptied = [c for c in group if not c.buf]
+            if emptied:
+                await self._ensure_all(emptied)
         return PageResult(out, cursors, any(c.buf for c in cursors))
 
     def prefetch(self, cursors: list[Cursor]) -> list[tuple[Site, Request]]:

@@ -49,6 +49,7 @@ class Page:
     items: list[dict[str, Any]]
     next: Request | None
     matched: int | None
+    keyed: dict[str, Any] = field(default_factory=dict)  # sort keys, per order (merge.py)
 
 
 @dataclass
