@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from contextlib import asynccontextmanager
 from typing import Any
@@ -248,7 +247,6 @@ def create_app(
             if h is not None and not h.ok:
                 entry.update(reason=h.reason, detail=h.detail)
             sites[s.name] = entry
-        asyncio.get_running_loop().create_task(fed.health())  # refresh in the background
         return FastJSON(
             {
                 "type": "Catalog",

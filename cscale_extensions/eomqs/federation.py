@@ -85,8 +85,25 @@ class Federation:
             max_keepalive_connections=self.s["max_connections"],
         )
         self.client = httpx.AsyncClient(limits=limits, follow_redirects=True)
+        self._watch = asyncio.ensure_future(self._watch_health())
+
+    async def _watch_health(self) -> None:
+        """Check every site's health now and then every ``health_ttl`` seconds (landing page)."""
+        while True:
+            try:
+                await self.health()
+                await self.collections()
+            except Exception:  # noqa: BLE001 - a watcher must outlive any one failure
+                log.exception("site health check failed")
+            await asyncio.sleep(max(1.0, float(self.s["health_ttl"])))
 
     async def stop(self) -> None:
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        for task in list(self._prefetching):
+            task.cancel()
         if self.client is not None:
             await self.client.aclose()
 

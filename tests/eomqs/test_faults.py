@@ -8,7 +8,7 @@ import pytest
 import requests
 from sitekit import TestSite, eomqs_server, expected_order, make_item, serve
 
-from cscale_extensions.net import free_port
+from cscale_extensions.net import free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,18 @@ def test_partial_results_name_the_missing_sites(faulty_federation):
 def test_landing_and_federation_show_site_health(faulty_federation):
     sites, _ = faulty_federation
     with eomqs_server(sites) as srv:
+        # the landing page shows what the background health check found, without waiting for it
+
+        def landing_sites():
+            return requests.get(srv.url, timeout=30).json()["federation:sites"]
+
+        assert wait_for(
+            lambda: "unknown" not in {s["status"] for s in landing_sites().values()}, 30
+        )
+        shown = landing_sites()
+        assert shown["good"]["status"] == "ok"
+        for name, reason in REASONS.items():
+            assert (shown[name]["status"], shown[name]["reason"]) == ("unavailable", reason)
         doc = requests.get(srv.url + "federation", timeout=30).json()
         status = {s["name"]: (s["status"], s.get("reason")) for s in doc["sites"]}
         assert status["good"] == ("ok", None)
