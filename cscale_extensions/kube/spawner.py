@@ -134,6 +134,18 @@ def _merged_env(c) -> dict[str, str]:
     return env
 
 
+def _name(obj) -> str | None:
+    """``name`` of a dict or a kubernetes client object (z2jh adds V1Container objects)."""
+    return obj.get("name") if isinstance(obj, dict) else getattr(obj, "name", None)
+
+
+def _existing(c, name: str, empty):
+    """What is already configured on ``c.KubeSpawner.<name>`` (e.g. by z2jh), else ``empty``."""
+    if "KubeSpawner" in c and name in c.KubeSpawner:
+        return copy.deepcopy(c.KubeSpawner[name])
+    return empty
+
+
 def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
     """Configure ``c`` (a JupyterHub config) to spawn with KubeSpawner from ``cfg``.
 
@@ -150,7 +162,9 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
         ks.namespace = kube["namespace"]
     ks.image = image_ref(kube)
     ks.image_pull_policy = kube["image"]["pull_policy"]
-    ks.image_pull_secrets = [{"name": n} for n in kube["image"]["pull_secrets"]]
+    ks.image_pull_secrets = _existing(c, "image_pull_secrets", []) + [
+        {"name": n} for n in kube["image"]["pull_secrets"]
+    ]
     ks.cmd = ["jupyterhub-singleuser"]
     ks.default_url = spawner["default_url"]
     ks.start_timeout = int(spawner["start_timeout"])
@@ -189,10 +203,20 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
     ks.storage_access_modes = ["ReadWriteOnce"]
     if storage["storage_class"]:
         ks.storage_class = storage["storage_class"]
+    # what z2jh configured before us (extra volumes, init containers, the
+    # hub.jupyter.org/network-access-hub label its NetworkPolicies rely on) is kept
     volume, mount = _home_volume(kube)
-    ks.volumes = [volume]
-    ks.volume_mounts = [mount]
-    ks.init_containers = [_notebooks_init_container(cfg)] if cfg["notebooks"]["enabled"] else []
+    volumes = [v for v in _existing(c, "volumes", []) if _name(v) != HOME_VOLUME]
+    mounts = [m for m in _existing(c, "volume_mounts", []) if _name(m) != HOME_VOLUME]
+    ks.volumes = [volume, *volumes]
+    ks.volume_mounts = [mount, *mounts]
+    inits = [i for i in _existing(c, "init_containers", []) if _name(i) != "seed-notebooks"]
+    if cfg["notebooks"]["enabled"]:
+        inits.append(_notebooks_init_container(cfg))
+    ks.init_containers = inits
 
-    ks.extra_labels = {"app.kubernetes.io/part-of": "cscale-hub"}
+    ks.extra_labels = {
+        **_existing(c, "extra_labels", {}),
+        "app.kubernetes.io/part-of": "cscale-hub",
+    }
     ks.profile_list = make_profile_list(kube)

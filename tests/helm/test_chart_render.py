@@ -262,6 +262,14 @@ CHECKS = [
     (["jupyterhub.singleuser.image.tag=other"], "jupyterhub.singleuser.image"),
     (["jupyterhub.singleuser.storage.type=dynamic"], "jupyterhub.singleuser.storage.type"),
     (
+        ["jupyterhub.singleuser.cloudMetadata.blockWithIptables=true"],
+        "blockWithIptables must be false",
+    ),
+    (
+        ["jupyterhub.singleuser.networkPolicy.egressAllowRules.cloudMetadataServer=true"],
+        "cloudMetadataServer must stay false",
+    ),
+    (
         [
             "cscale.kubernetes.profiles[0].slug=a",
             "cscale.kubernetes.profiles[0].display_name=A",

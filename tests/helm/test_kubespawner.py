@@ -297,3 +297,36 @@ def test_spawn_form_lists_only_the_users_profiles():
     assert "EODC, medium (4 CPU, 16 GiB)" in html
     assert "CESNET, small (2 CPU, 8 GiB)" in html
     assert "CESNET, large" not in html and "INCD" not in html
+
+
+def test_what_z2jh_configured_is_kept():
+    """z2jh sets these before our configuration runs; dropping the label would let its hub
+    NetworkPolicy cut user servers off the hub API."""
+    c = Config()
+    c.KubeSpawner.extra_labels = {"hub.jupyter.org/network-access-hub": "true"}
+    c.KubeSpawner.volumes = [{"name": "extra", "emptyDir": {}}]
+    c.KubeSpawner.volume_mounts = [{"name": "extra", "mountPath": "/srv/extra"}]
+    from kubernetes_asyncio.client import V1Container
+
+    # z2jh appends a V1Container object (cloudMetadata.blockWithIptables), not a dict
+    c.KubeSpawner.init_containers = [V1Container(name="block-cloud-metadata", image="net-tools:1")]
+    c.KubeSpawner.image_pull_secrets = ["chart-pull-secret"]
+    configure_kubespawner(c, production_cfg())
+    _, pod, _ = asyncio.run(pod_for(c, ["vo.cscale.eu"]))
+    kubernetes_validate.validate(pod, "1.31", strict=True)
+    assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "cscale-hub"
+    assert {v["name"] for v in pod["spec"]["volumes"]} >= {"home", "extra"}
+    assert [i["name"] for i in pod["spec"]["initContainers"]] == [
+        "block-cloud-metadata",
+        "seed-notebooks",
+    ]
+    assert {"name": "chart-pull-secret"} in pod["spec"]["imagePullSecrets"]
+
+
+def test_configuring_twice_does_not_duplicate():
+    c = Config()
+    configure_kubespawner(c, production_cfg())
+    configure_kubespawner(c, production_cfg())
+    assert [v["name"] for v in c.KubeSpawner.volumes] == ["home"]
+    assert [i["name"] for i in c.KubeSpawner.init_containers] == ["seed-notebooks"]

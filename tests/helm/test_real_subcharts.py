@@ -100,3 +100,88 @@ def test_real_subcharts_render_valid_objects(run, real_chart, example):
     selector = rule["to"][0]["podSelector"]["matchLabels"]
     traefik = get("Deployment", "traefik-dask-gateway")["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= traefik.items()
+
+
+def _z2jh_file(name: str) -> str:
+    """files/hub/<name> of the real z2jh chart (unpacked dir or .tgz archive)."""
+    import tarfile
+
+    unpacked = SOURCE / "jupyterhub" / "files" / "hub" / name
+    if unpacked.exists():
+        return unpacked.read_text()
+    with tarfile.open(SOURCE / "jupyterhub-4.4.0.tgz") as tar:
+        return tar.extractfile(f"jupyterhub/files/hub/{name}").read().decode()
+
+
+def test_z2jh_hub_config_with_ours(run, real_chart, tmp_path, monkeypatch):
+    """z2jh 4.4.0's own jupyterhub_config.py + z2jh.py loaded with the rendered hub ConfigMap /
+    Secret and our extraConfig snippet. Patched for running outside the hub pod: the mount
+    paths (/usr/local/etc/jupyterhub, /usr/local/etc/cscale) point into a temp dir and the
+    line selecting tornado's curl client (pycurl is not installed here) is dropped."""
+    from traitlets.config import PyFileConfigLoader
+
+    from cscale_extensions.kube.spawner import CScaleKubeSpawner
+
+    out = run(
+        "template",
+        "cscale",
+        str(real_chart),
+        "-n",
+        "cscale",
+        "-f",
+        str(CHART / "examples" / "production.yaml"),
+    )
+    objs = [d for d in yaml.safe_load_all(out) if d]
+
+    def get(kind, name):
+        return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+
+    root = tmp_path
+    for sub in ("config", "secret", "cscale"):
+        (root / sub).mkdir()
+    for key, value in get("ConfigMap", "hub")["data"].items():
+        (root / "config" / key).write_text(value)
+    for key, value in get("Secret", "hub")["data"].items():
+        text = (
+            base64.b64decode(value)
+            .decode()
+            .replace("/usr/local/etc/cscale/hub_config/", f"{root}/cscale/")
+        )
+        (root / "secret" / key).write_text(text)
+    hub_py = get("ConfigMap", "cscale-hub-config")["data"]["jupyterhub_config.py"]
+    (root / "cscale" / "jupyterhub_config.py").write_text(hub_py)
+    (root / "settings.yaml").write_text(get("ConfigMap", "cscale-settings")["data"]["config.yaml"])
+    (root / "z2jh.py").write_text(
+        _z2jh_file("z2jh.py").replace("/usr/local/etc/jupyterhub/", f"{root}/")
+    )
+    config_py = _z2jh_file("jupyterhub_config.py").replace(
+        'AsyncHTTPClient.configure("tornado.curl_httpclient.CurlAsyncHTTPClient")', "pass"
+    )
+    (root / "jupyterhub_config.py").write_text(config_py)
+    for k, v in {
+        "HELM_RELEASE_NAME": "cscale",
+        "POD_NAMESPACE": "cscale",
+        "CONFIGPROXY_AUTH_TOKEN": "x",
+        "HUB_SERVICE_HOST": "10.0.0.1",
+        "HUB_SERVICE_PORT": "8081",
+        "PROXY_API_SERVICE_HOST": "10.0.0.2",
+        "PROXY_API_SERVICE_PORT": "8001",
+        "PROXY_PUBLIC_SERVICE_HOST": "10.0.0.3",
+        "PROXY_PUBLIC_SERVICE_PORT": "80",
+        "CSCALE_HUB_CONFIG": str(root / "settings.yaml"),
+        "CSCALE_OIDC_CLIENT_SECRET": "s",
+    }.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(str(root))
+    c = PyFileConfigLoader("jupyterhub_config.py", path=str(root)).load_config()
+    assert c.JupyterHub.spawner_class is CScaleKubeSpawner
+    assert c.JupyterHub.authenticator_class.__name__ == "CScaleAuthenticator"
+    assert {"jupyterhub-idle-culler", "dask-gateway", "eo-mqs", "runs"} <= {
+        s["name"] for s in c.JupyterHub.services
+    }
+    assert all(s.get("api_token") for s in c.JupyterHub.services if "url" in s)
+    assert c.KubeSpawner.extra_labels["hub.jupyter.org/network-access-hub"] == "true"
+    assert [getattr(i, "name", None) or i["name"] for i in c.KubeSpawner.init_containers] == [
+        "seed-notebooks"
+    ]
+    assert c.JupyterHub.db_url.startswith("postgresql")
