@@ -73,9 +73,6 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
                     f"The username {name!r} belongs to a system account this hub did not create; "
                     "it cannot be used for a user server. Ask the operator to rename it.",
                 )
-            if entry.pw_dir != str(home):  # our account, but the homes dir moved (new data dir)
-                self._run(["usermod", "--home", str(home), name], f"re-home the account {name}")
-                entry = pwd.getpwnam(name)
             return entry
         Path(self.homes_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
         cmd = ["useradd", "--home-dir", str(home), "--no-create-home", "--user-group",
@@ -89,9 +86,30 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
             self.log.error("%s failed: %s", " ".join(cmd), result.stderr.strip())
             raise web.HTTPError(500, f"Could not {what}; the operator will find details in the hub log.")
 
+    @property
+    def home_path(self) -> Path:
+        """The user's home in this platform's data dir (authoritative, whatever passwd says:
+        an account may outlive a data dir, or be shared by two stacks on one machine)."""
+        return Path(self.homes_dir, self.user.name)
+
+    def user_env(self, env):
+        env = super().user_env(env)
+        env["HOME"] = str(self.home_path)
+        return env
+
+    def make_preexec_fn(self, name):
+        switch_user = super().make_preexec_fn(name)
+        home = str(self.home_path)
+
+        def preexec():
+            switch_user()
+            os.chdir(home)
+
+        return preexec
+
     async def start(self):
         entry = self.ensure_account()
-        home = Path(entry.pw_dir)
+        home = self.home_path
         if not home.exists():
             home.mkdir(mode=0o700, parents=True)
             os.chown(home, entry.pw_uid, entry.pw_gid)

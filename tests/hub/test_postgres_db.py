@@ -1,0 +1,62 @@
+"""The hub on a real PostgreSQL database (`hub.db_url`), its state surviving a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from cscale_extensions.net import free_port
+from cscale_extensions.sites.pgstac_site import PgCluster
+from cscale_extensions.supervisor import Supervisor
+from cscale_extensions.testing import LocalStack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    root = Path(tempfile.mkdtemp(prefix="cscale-hubdb-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    cluster = PgCluster(root / "sites", free_port())
+    sup = Supervisor(root / "logs", "hubdb-test")
+    try:
+        sup.start(cluster.postgres_spec())
+        cluster.wait_accepting()
+        with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE jupyterhub")
+        yield cluster
+    finally:
+        sup.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_hub_state_lives_in_postgresql_across_restarts(postgres):
+    url = postgres.dsn("jupyterhub").replace("postgresql://", "postgresql+psycopg://", 1)
+    config = {"hub": {"db_url": url}, "federation": {"embedded_sites": False},
+              "dask_gateway": {"enabled": False}}
+    first = LocalStack(config=config).start()
+    try:
+        token = first.api_token("demo-member")
+        assert requests.get(first.url + "hub/api/user", headers={"Authorization": f"token {token}"},
+                            timeout=30).status_code == 200
+    finally:
+        assert first.stop() == []
+    with psycopg.connect(postgres.dsn("jupyterhub")) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM users")}
+        groups = {r[0] for r in conn.execute("SELECT name FROM groups")}
+    assert "demo-member" in names and "vo.cscale.eu" in groups
+    # the platform restarted on the same database knows the user and their token
+    second = LocalStack(config=config, data_dir=first.data_dir).start()
+    try:
+        r = requests.get(second.url + "hub/api/user", headers={"Authorization": f"token {token}"},
+                         timeout=30)
+        assert r.status_code == 200 and r.json()["name"] == "demo-member"
+    finally:
+        assert second.stop() == []
+        shutil.rmtree(first.data_dir, ignore_errors=True)
