@@ -93,6 +93,21 @@ def create_app(
     )
     app.state.federation = fed
     errors.install(app)
+    max_body = 64 * 1024 + 64 * settings["max_intersects_vertices"]
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > max_body:
+            return FastJSON(
+                {
+                    "code": "RequestTooLarge",
+                    "description": f"the request body exceeds {max_body} bytes",
+                },
+                status_code=413,
+            )
+        return await call_next(request)
+
     router = APIRouter(prefix=prefix.rstrip("/"))
 
     def base(request: Request) -> str:

@@ -238,7 +238,7 @@ class Federation:
             cursors.append(c)
         page = await merger.page(cursors)
         failed_now = [c for c in cursors if c.failed_now]
-        if not page.items and failed_now and not any(c.mode in ("s", "u") for c in cursors):
+        if not page.items and failed_now and not any(c.answered for c in cursors):
             raise ApiError(
                 502,
                 "AllSitesFailed",

@@ -50,6 +50,7 @@ class Cursor:
     matched: int | None = None
     returned: int = 0
     failed_now: bool = False
+    answered: bool = False  # the site answered during this request
     last_key: Key | None = None
 
 
@@ -231,7 +232,7 @@ class Merger:
                 return
             full = await self._sorted_list(c)
             if full is not None:
-                c.loaded = True
+                c.loaded = c.answered = True
                 c.matched = len(full)
                 c.buf = deque(full[c.offset :])
                 if not c.buf:
@@ -250,7 +251,7 @@ class Merger:
                 req, off = (c.req or self.first_request(c)), c.offset
             assert req is not None
             page = await fetch_page(self.client, c.site, req, self.cache)
-            c.req, c.loaded, c.next = req, True, page.next
+            c.req, c.loaded, c.next, c.answered = req, True, page.next, True
             if page.matched is not None:
                 c.matched = page.matched
             keyed = self._keyed(c, page)

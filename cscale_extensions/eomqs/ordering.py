@@ -53,7 +53,8 @@ def instant(value: Any) -> float | None:
 
 def _value(item: dict[str, Any], f: str) -> Any:
     if f == "properties.datetime":
-        props = item.get("properties") or {}
+        props = item.get("properties")
+        props = props if isinstance(props, dict) else {}
         v = props.get("datetime")
         return instant(v if v is not None else props.get("start_datetime"))
     v = item.get(f)

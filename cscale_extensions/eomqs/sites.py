@@ -262,10 +262,15 @@ async def _fetch_page(
         doc = await _json_request(client, site, "GET", req["href"])
     feats = doc.get("features") if isinstance(doc, dict) else None
     if not isinstance(feats, list) or not all(
-        isinstance(f, dict) and isinstance(f.get("id"), str) for f in feats
+        isinstance(f, dict)
+        and isinstance(f.get("id"), str)
+        and isinstance(f.get("properties", {}), dict)
+        and isinstance(f.get("collection", ""), str)
+        for f in feats
     ):
         raise SiteFailure("invalid response", "the answer is not an ItemCollection")
-    matched = doc.get("numberMatched", (doc.get("context") or {}).get("matched"))
+    context = doc.get("context") if isinstance(doc.get("context"), dict) else {}
+    matched = doc.get("numberMatched", context.get("matched"))
     page = Page(
         items=feats,
         next=_next_request(doc, req, req["href"]) if feats else None,

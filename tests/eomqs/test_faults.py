@@ -136,3 +136,18 @@ def test_site_failing_between_pages_is_named_and_the_rest_continues():
             doc2 = requests.post(nxt[0]["href"], json=nxt[0]["body"], timeout=30).json()
         emitted_a = [k for k in first if k[1] in {i["id"] for i in a_items}]
         assert emitted_a + rest == [k for k in expected_order(a_items)]
+
+
+def test_an_empty_answer_is_not_a_failure():
+    """One site answers with nothing, the other fails: 200, no items, the failure named."""
+    empty, err = TestSite([]), TestSite(fault="500")
+    with (
+        serve(empty.app) as e,
+        serve(err.app) as b,
+        eomqs_server([{"name": "empty", "url": e.url}, {"name": "err", "url": b.url}]) as srv,
+    ):
+        r = requests.post(srv.url + "search", json={}, timeout=30)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["features"] == [] and doc["federation:missing"] == ["err"]
+        assert not [ln for ln in doc["links"] if ln["rel"] == "next"]

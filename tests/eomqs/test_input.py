@@ -50,6 +50,17 @@ def test_bad_get_parameters_are_400(federation, params, code):
         assert body["code"] == code and body["description"]
 
 
+def test_oversized_body_is_413_json(federation):
+    with eomqs_server(federation) as srv:
+        r = requests.post(
+            srv.url + "search",
+            data=b"{" + b" " * 5_000_000 + b"}",
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        assert r.status_code == 413 and r.json()["code"] == "RequestTooLarge"
+
+
 def test_limit_above_the_maximum_gets_the_maximum(federation):
     with eomqs_server(federation, max_limit=4) as srv:
         doc = requests.get(srv.url + "search", params={"limit": 100000}, timeout=30).json()
