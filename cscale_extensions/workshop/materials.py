@@ -1,0 +1,98 @@
+"""Workshop materials: one read-only copy for everyone, one writable copy per participant.
+
+The source is a local directory or a local git repository (a work tree or a bare repo; its
+checked-out/HEAD commit is copied, without ``.git``). Remote git URLs are refused: fetch
+them first (``git clone URL dir``) and pass the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .model import WorkshopError
+
+IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".ipynb_checkpoints")
+
+
+def _is_git(path: Path) -> bool:
+    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
+
+
+def install(source: str, target: Path) -> str:
+    """Copy ``source`` to ``target`` (replacing it) with modes 0755/0644; returns a description."""
+    if "://" in source or source.startswith("git@"):
+        raise WorkshopError(
+            f"{source}: only local paths or local git repositories are supported; "
+            "clone it first (git clone URL DIR) and pass DIR"
+        )
+    src = Path(source).expanduser().resolve()
+    if not src.is_dir():
+        raise WorkshopError(f"materials {source}: not a directory")
+    tmp = Path(tempfile.mkdtemp(prefix=".materials-", dir=target.parent))
+    try:
+        staged = tmp / "m"
+        if _is_git(src):
+            r = subprocess.run(
+                ["git", "clone", "--quiet", "--depth", "1", f"file://{src}", str(staged)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if r.returncode:
+                raise WorkshopError(f"cannot clone {src}: {r.stderr.strip()}")
+            rev = subprocess.run(
+                ["git", "-C", str(staged), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            shutil.rmtree(staged / ".git")
+            what = f"git {src} @ {rev}"
+        else:
+            shutil.copytree(src, staged, ignore=IGNORE, symlinks=False)
+            what = str(src)
+        make_read_only(staged)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return what
+
+
+def make_read_only(root: Path) -> None:
+    """Directories 0755, files 0644 (0755 when executable), owned by the caller."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            p = Path(dirpath, f)
+            if p.is_symlink():
+                continue
+            os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
+
+
+def copy_for_user(
+    materials: Path, target: Path, uid: int | None = None, gid: int | None = None
+) -> bool:
+    """Give a participant their writable copy at ``target`` unless it already exists (their
+    work is never overwritten). Returns True when it was copied."""
+    if target.exists() or not materials.is_dir():
+        return False
+    tmp = target.with_name(f".{target.name}.copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(materials, tmp, symlinks=False)
+    for dirpath, _dirnames, filenames in os.walk(tmp):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            p = Path(dirpath, f)
+            os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
+            if uid is not None:
+                os.chown(p, uid, gid if gid is not None else -1)
+        if uid is not None:
+            os.chown(dirpath, uid, gid if gid is not None else -1)
+    os.replace(tmp, target)
+    return True
