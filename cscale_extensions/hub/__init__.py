@@ -39,6 +39,7 @@ def repo_root(cfg: dict[str, Any]) -> Path:
 def configure(c, cfg: dict[str, Any]) -> None:
     """Apply the platform configuration ``cfg`` to the JupyterHub config object ``c``."""
     configure_auth(c, cfg)
+    configure_hub_limits(c, cfg)
     if cfg["platform"]["deployment"] == "local":
         configure_local_hub(c, cfg)
     configure_spawner(c, cfg)
@@ -85,6 +86,12 @@ def configure_local_hub(c, cfg: dict[str, Any]) -> None:
     c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{data / 'hub' / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data / "secrets" / "cookie_secret")
     c.JupyterHub.pid_file = str(data / "hub" / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = True
+
+
+def configure_hub_limits(c, cfg: dict[str, Any]) -> None:
+    """Hub settings that apply in every deployment (z2jh leaves them to us)."""
+    h = cfg["hub"]
     c.JupyterHub.log_level = h["log_level"]
     c.JupyterHub.concurrent_spawn_limit = h["concurrent_spawn_limit"]
     c.JupyterHub.active_server_limit = h["active_server_limit"]
@@ -92,7 +99,6 @@ def configure_local_hub(c, cfg: dict[str, Any]) -> None:
     c.JupyterHub.named_server_limit_per_user = h["named_server_limit_per_user"]
     c.JupyterHub.cookie_max_age_days = h["cookie_max_age_days"]
     c.JupyterHub.last_activity_interval = min(300, cfg["culler"]["activity_interval"])
-    c.JupyterHub.cleanup_servers = True
 
 
 def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
@@ -216,10 +222,15 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
             "services": ["idle-culler"],
         })
 
-    for name, extra in _optional_services(cfg).items():
+    for extra in _optional_services(cfg).values():
         services.append({**extra["service"], "environment": {**passthrough, **extra["service"].get("environment", {})}})
         roles.extend(extra.get("roles", []))
-        user_services.append(name)
+    # users reach every enabled platform service, however it is deployed (local or chart)
+    for name, (_module, section, _) in OPTIONAL_SERVICES.items():
+        if cfg.get(section, {}).get("enabled", True) and (
+            name in _service_ports(cfg) or cfg["platform"]["deployment"] != "local"
+        ):
+            user_services.append(name)
 
     access = [f"access:services!service={name}" for name in user_services]
     # a user may read their own auth state (their OIDC tokens), so their server's token may too
@@ -232,8 +243,17 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
             "read:users:groups!user", "admin:auth_state!user", *access,
         ],
     })
-    c.JupyterHub.services = services
-    c.JupyterHub.load_roles = roles
+    # append: on Kubernetes z2jh has registered its own services and roles already
+    ours = {r["name"] for r in roles}
+    mine = {svc["name"] for svc in services}
+    c.JupyterHub.services = [s for s in _already(c.JupyterHub, "services") if s.get("name") not in mine] + services
+    c.JupyterHub.load_roles = [r for r in _already(c.JupyterHub, "load_roles") if r.get("name") not in ours] + roles
+
+
+def _already(section, key: str) -> list[dict[str, Any]]:
+    """A list some earlier config file set (``[]`` when unset: traitlets gives a lazy value)."""
+    value = section.get(key)
+    return list(value) if isinstance(value, list) else []
 
 
 #: optional platform services: name -> (module, settings section, functions it must provide)

@@ -88,11 +88,6 @@ def test_chart_hub_config_authenticates_with_egi_checkin(hub_config):
     assert section.admin_roles == ["admin", "manager"]
 
 
-LEAD_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="cscale_extensions.hub.configure_services grants no access to eo-mqs/runs when "
-    "deployment is kubernetes; remove this mark once it does",
-)
 
 
 def test_chart_hub_config_keeps_the_services_z2jh_registered(hub_config):
@@ -108,7 +103,6 @@ def test_chart_hub_config_keeps_the_services_z2jh_registered(hub_config):
     assert len(tokens) == len(hub_config.JupyterHub.services), "no service registered twice"
 
 
-@LEAD_FIX
 def test_chart_hub_config_lets_users_and_servers_reach_the_services(hub_config):
     roles = {r["name"]: r for r in hub_config.JupyterHub.load_roles}
     for role in ("user", "server"):
