@@ -52,6 +52,12 @@ def serve_sites(ports: list[int], items_total: int) -> None:
         s.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -145,6 +151,7 @@ def main() -> int:
                 s.post(u + "search", json=body, timeout=60)
 
         fed, slowest, sequential = [], [], []
+        cpu0 = cpu_seconds(eomqs.pid)
         for k in range(args.rounds):
             # a different (equivalent) query each round: no page cache hit anywhere
             body = {**body, "datetime": f"2020-01-01T00:{k // 60:02d}:{k % 60:02d}Z/.."}
@@ -171,6 +178,8 @@ def main() -> int:
                 )
             )
 
+        cpu_per_search = (cpu_seconds(eomqs.pid) - cpu0) / args.rounds
+
         def med(v):
             return statistics.median(v) * 1000
 
@@ -189,6 +198,10 @@ def main() -> int:
         )
         print(
             f"ratio EO-MQS / slowest site:   median {med(fed) / med(slowest):.3f}   p95 {pct(fed, 0.95) / pct(slowest, 0.95):.3f}"
+        )
+        print(
+            f"EO-MQS CPU time per search: {cpu_per_search * 1000:.1f} ms "
+            f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
         print(f"ratio EO-MQS / sequential:     median {med(fed) / med(sequential):.3f}")
 

@@ -55,7 +55,6 @@ def service_spec(cfg: dict[str, Any], port: int) -> dict[str, Any]:
         ],
         "environment": env,
         "display": False,
-        "oauth_no_confirm": True,
     }
 
 
