@@ -125,6 +125,7 @@ def serve(root: Path, server_pid: int, idle: float, parent: int | None = None) -
                     listener.close()
                     lock.close()
                     _child(run_dir, root, dict(request.get("env") or os.environ))
+                print(f"pid {pid} forked for {run_dir.name}", flush=True)
                 conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
     finally:
         listener.close()

@@ -10,6 +10,8 @@ import time
 import psutil
 import pytest
 
+from cscale_extensions.net import wait_for
+
 TERMINAL = {"succeeded", "failed", "cancelled", "timeout", "lost"}
 
 
@@ -113,3 +115,30 @@ def test_run_cut_off_by_a_crash_is_lost_and_can_be_rerun(dave, make_nb, minihub)
     done = dave.wait(again["id"])
     assert done["state"] == "succeeded", done
     assert "finished after rerun" in json.dumps(dave.ok("GET", f"runs/{again['id']}/output"))
+
+
+def _forkservers(home) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "cscale_extensions.runs.forkserver" in cmd and str(home) in cmd:
+            found.append(p)
+    return found
+
+
+def test_executor_fork_server_is_used_and_replaced_when_it_dies(erin, make_nb, minihub):
+    home = minihub.dir / "homes" / "erin"
+    nb = make_nb("print('ran', x)")
+    for x in (1, 2):  # the first run starts the fork server, the second uses it
+        run = erin.ok("POST", "runs", json={"notebook": nb, "parameters": {"x": x}})
+        assert erin.wait(run["id"])["state"] == "succeeded"
+    servers = _forkservers(home)
+    assert len(servers) == 1 and (home / "runs" / ".executor.sock").is_socket()
+    assert f"forked for {run['id']}" in (home / "runs" / "forkserver.log").read_text()
+    servers[0].kill()  # (stays a zombie of the launcher kernel until that reaps it)
+    assert wait_for(lambda: not _forkservers(home), 10)
+    run = erin.ok("POST", "runs", json={"notebook": nb, "parameters": {"x": 3}})
+    done = erin.wait(run["id"])
+    assert done["state"] == "succeeded", done  # launched directly while a new server starts
+    assert "ran 3" in json.dumps(erin.ok("GET", f"runs/{run['id']}/output"))
+    assert wait_for(lambda: len(_forkservers(home)) == 1, 30)

@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -32,14 +33,6 @@ def _nb(code: str) -> dict:
     return json.loads(nbformat.writes(nb))
 
 
-def _home(platform, user: str):
-    from pathlib import Path
-
-    if os.getuid() == 0:
-        return Path(pwd.getpwnam(user).pw_dir)
-    return platform.state_dir / "homes" / user
-
-
 def _wait(api: requests.Session, url: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -50,7 +43,22 @@ def _wait(api: requests.Session, url: str, timeout: float = 300) -> dict:
     raise AssertionError(f"not finished: {run}")
 
 
-def test_run_executes_as_the_submitting_user_in_their_home(platform):
+@pytest.fixture(scope="module")
+def member_server(platform):
+    """demo-member's default server: its URL, a token, and who/where it runs (uid, HOME)."""
+    token = platform.api_token("demo-member")
+    server = platform.start_server(token, "demo-member")
+    base = platform.url.rstrip("/") + server["url"]
+    uid, home = json.loads(
+        run_in_kernel(
+            base, token, "import os, json\nprint(json.dumps([os.getuid(), os.environ['HOME']]))"
+        )
+    )
+    return base, token, uid, Path(home)
+
+
+def test_run_executes_as_the_submitting_user_in_their_home(platform, member_server):
+    _, _, server_uid, server_home = member_server
     runs_url = platform.url + "services/runs/"
     member = platform.api(platform.api_token("demo-member", ["access:services!service=runs"]))
     code = "import os, json\nprint('WHO', json.dumps([os.getuid(), os.environ['HOME'], os.getcwd(), x]))"
@@ -62,12 +70,10 @@ def test_run_executes_as_the_submitting_user_in_their_home(platform):
     assert run["state"] == "succeeded", run
     out = member.get(runs_url + f"runs/{run['id']}/output", timeout=30).text
     uid, home, cwd, x = json.loads(out.split("WHO ")[1].split("\\n")[0].replace('\\"', '"'))
-    if os.getuid() == 0:  # system accounts: the run is the user's own POSIX account and home
-        account = pwd.getpwnam("demo-member")
-        assert uid == account.pw_uid != 0
-        assert home == account.pw_dir
-    else:
-        assert home == str(platform.state_dir / "homes" / "demo-member")
+    # the same account and home as the user's interactive server
+    assert (uid, home) == (server_uid, str(server_home))
+    if os.getuid() == 0:  # system accounts: never root, the user's own POSIX account
+        assert uid == pwd.getpwnam("demo-member").pw_uid != 0
     assert cwd == f"{home}/runs/{run['id']}" and x == 3
     admin = platform.api(platform.api_token("demo-admin"))
     listed = admin.get(runs_url + "runs", params={"all": "true"}, timeout=30).json()
@@ -76,10 +82,8 @@ def test_run_executes_as_the_submitting_user_in_their_home(platform):
     assert other.get(runs_url + "runs", timeout=30).json() == []  # own runs only by default
 
 
-def test_cli_from_inside_a_user_server(platform):
-    token = platform.api_token("demo-member")
-    server = platform.start_server(token, "demo-member")
-    base = platform.url.rstrip("/") + server["url"]
+def test_cli_from_inside_a_user_server(platform, member_server):
+    base, token, _, home = member_server
     code = (
         "import json, subprocess, nbformat, os\n"
         "nb = nbformat.v4.new_notebook()\n"
@@ -94,5 +98,4 @@ def test_cli_from_inside_a_user_server(platform):
     assert runs_url == platform.url + "services/runs/"
     assert rc == 0, stdout + stderr
     run_id = stdout.split()[1]
-    home = _home(platform, "demo-member")
     assert "inside 42" in (home / f"cli-test.{run_id}.ipynb").read_text()
