@@ -44,7 +44,9 @@ def serve_sites(ports: list[int], items_total: int) -> None:
     servers = []
     for k, (port, delay) in enumerate(zip(ports, DELAYS, strict=True)):
         items = [make_item(f"coll{k % 2}", k * per + n, rng) for n in range(per)]
-        site = TestSite(items, collections=["coll0", "coll1"], delay=delay, paging="GET")
+        site = TestSite(
+            items, collections=["coll0", "coll1"], delay=delay, paging="GET", count=False
+        )
         servers.append(ThreadServer(site.app, port).start())
     print("ready", flush=True)
     sys.stdin.read()

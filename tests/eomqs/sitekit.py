@@ -117,7 +117,7 @@ class TestSite:
 
     ``sorts``: honours sortby (and says so in its conformance); ``paging``: "GET" (token in the
     next href) or "POST" (skip in the next body); ``delay``: seconds added to every answer;
-    ``fault``: None, "500" or "garbage" for every answer.
+    ``fault``: None, "500" or "garbage" for every answer; ``count``: report numberMatched.
     """
 
     __test__ = False
@@ -131,11 +131,13 @@ class TestSite:
         delay=0.0,
         fault=None,
         methods=("GET", "POST"),
+        count=True,
     ):
         self.items = list(items)
         self.collections = list(collections)
         self.sorts, self.paging, self.delay, self.fault = sorts, paging, delay, fault
         self.methods = methods
+        self.count = count  # report numberMatched (costs a full scan)
         self.requests = 0
         self._order_cache: dict[str, Any] = {}
         self.app = Starlette(
@@ -313,6 +315,8 @@ class TestSite:
         doc["numberReturned"] = len(page)
         if not more:
             doc["numberMatched"] = len(hits)
+        elif self.count:
+            doc["numberMatched"] = len(self._select(q)[0])
         return JSONResponse(doc)
 
 

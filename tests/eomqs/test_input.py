@@ -167,3 +167,15 @@ def test_links_are_absolute_under_the_service_prefix_and_forwarded_origin(federa
     with eomqs_server(federation, public_url="https://stac.example.org/eo") as srv:
         r = requests.get(srv.url, timeout=30)
         assert r.json()["links"][0]["href"] == "https://stac.example.org/eo/"
+
+
+def test_number_matched_only_for_a_single_site(federation):
+    with eomqs_server(federation) as srv:
+        doc = requests.post(srv.url + "search", json={"limit": 5}, timeout=30).json()
+        assert doc["numberMatched"] == 30 and doc["numberReturned"] == 5
+    with eomqs_server(federation + [{"name": "two", "url": federation[0]["url"]}]) as srv:
+        doc = requests.post(srv.url + "search", json={"limit": 5}, timeout=30).json()
+        assert "numberMatched" not in doc
+        assert doc["federation:sites"]["one"]["matched"] == 30
+        # the same items at two sites come out once, naming both
+        assert all(f["properties"]["federation:sites"] == ["one", "two"] for f in doc["features"])

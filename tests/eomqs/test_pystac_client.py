@@ -101,3 +101,19 @@ def test_search_goes_only_to_sites_holding_the_collection(eomqs):
         srv.url + "search", params={"collections": "sentinel-2", "limit": 1}, timeout=30
     ).json()
     assert set(doc["federation:sites"]) == {"site-a", "site-b"}
+
+
+def test_intersects(eomqs):
+    srv, data = eomqs
+    poly = {"type": "Polygon", "coordinates": [[[-5, 41], [5, 41], [5, 47], [-5, 47], [-5, 41]]]}
+    got = _ids(
+        Client.open(srv.url).search(intersects=poly, collections=["landsat"], limit=4).items()
+    )
+    want = expected_order(
+        [
+            i
+            for i in _all(data)
+            if i["collection"] == "landsat" and -5 <= i["bbox"][0] <= 5 and 41 <= i["bbox"][1] <= 47
+        ]
+    )
+    assert got == want and got
