@@ -190,13 +190,14 @@ class CScaleAuthenticator(GenericOAuthenticator):
             return token_info  # refresh responses need not carry one
         doc = discover(self.oidc_issuer, self.discovery_timeout)
         try:
+            algorithms = allowed_algorithms(doc)
             claims = await asyncio.to_thread(
                 verify_id_token,
                 id_token,
                 issuer=doc["issuer"],
                 client_id=self.client_id,
                 jwks_uri=doc.get("jwks_uri", ""),
-                algorithms=allowed_algorithms(doc),
+                algorithms=algorithms,
                 leeway=self.id_token_leeway,
                 timeout=self.discovery_timeout,
             )

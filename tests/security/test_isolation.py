@@ -13,9 +13,12 @@ from seckit import assert_clean_page
 from cscale_extensions.testing import run_in_kernel
 
 rel = pytest.mark.reliability
-pytestmark = pytest.mark.skipif(
-    os.getuid() != 0, reason="per-user accounts need the platform to run as root"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.getuid() != 0, reason="per-user accounts need the platform to run as root"
+    ),
+]
 A, B = "sec-a", "sec-b"
 
 
