@@ -11,6 +11,7 @@ processes must be on this machine).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import requests
 
 from ..testing import run_in_kernel
 from .hubapi import HubAPI
-from .model import WorkshopError
+from .model import Workshop, WorkshopError, save
 from .prewarm import prewarm
 
 CELL = "import numpy as np\nx = np.random.rand(500, 500)\nprint(float((x @ x).sum()) > 0)"
@@ -159,7 +160,7 @@ def measure(
     *,
     probes: int,
     cfg: dict[str, Any],
-    homes: Path | None = None,
+    workshops: Path | None = None,
     idle_seconds: float = 5.0,
     log=print,
 ) -> Capacity:
@@ -175,6 +176,12 @@ def measure(
         concurrent_spawn_limit=h["concurrent_spawn_limit"],
         start_timeout=s["start_timeout"],
     )
+    probe_dir = None
+    if workshops is not None:
+        # a throw-away cohort, so the hub lets these never-logged-in users spawn (see hub.py)
+        probe_dir = workshops / "capacity-probe"
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        save(probe_dir, Workshop(name="capacity-probe", users=names, provider="none"))
     t0 = time.monotonic()
     try:
         result = prewarm(
@@ -222,4 +229,6 @@ def measure(
         api.wait_stopped(names, timeout=60)
         for n in names:
             api.request("DELETE", f"users/{quote(n)}", ok=(204, 404))
+        if probe_dir is not None:
+            shutil.rmtree(probe_dir, ignore_errors=True)
     return cap

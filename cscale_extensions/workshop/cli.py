@@ -279,7 +279,13 @@ def cmd_capacity(ctx: Ctx) -> int:
     api, url = ctx.hub()
     probes = ctx.args.probes or ctx.cfg["workshop"]["capacity_probes"]
     cap = measure(
-        api, url, ctx.args.users, probes=probes, cfg=ctx.cfg, homes=ctx.homes, log=lambda _m: None
+        api,
+        url,
+        ctx.args.users,
+        probes=probes,
+        cfg=ctx.cfg,
+        workshops=ctx.root,
+        log=lambda _m: None,
     )
     print(json.dumps(cap.verdict(), indent=1) if ctx.args.json else cap.report())
     return 0 if cap.verdict()["fits_memory"] and cap.verdict()["fits_cores"] else 3

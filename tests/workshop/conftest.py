@@ -10,25 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from cscale_extensions.testing import LocalStack
-
-REPO = Path(__file__).resolve().parents[2]
-
-WIRED_CONFIG = """\
-from cscale_extensions import settings
-from cscale_extensions.hub import configure
-from cscale_extensions.workshop.hub import configure_workshops
-
-c = get_config()  # noqa: F821
-cfg = settings.load_resolved()
-configure(c, cfg)
-configure_workshops(c, cfg)
-"""
+from cscale_extensions.workshop.devstack import wired_repo_root
 
 #: a small stack: what workshops need (hub, proxy, provider, spawner), not the data services
 WORKSHOP_STACK = {
@@ -38,19 +24,6 @@ WORKSHOP_STACK = {
     "dask_gateway": {"enabled": False},
     "hub": {"concurrent_spawn_limit": 3},
 }
-
-
-def wired_repo_root() -> Path:
-    """A repo root with the workshop-wired hub config; the caller removes it."""
-    root = Path(tempfile.mkdtemp(prefix="cscale-wsroot-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    (root / "hub_config").mkdir()
-    for f in (REPO / "hub_config").iterdir():
-        if f.name != "jupyterhub_config.py" and f.is_file():
-            (root / "hub_config" / f.name).symlink_to(f)
-    (root / "hub_config" / "jupyterhub_config.py").write_text(WIRED_CONFIG)
-    (root / "workflow_notebooks").symlink_to(REPO / "workflow_notebooks")
-    return root
 
 
 @pytest.fixture(scope="session")
