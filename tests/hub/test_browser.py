@@ -59,11 +59,14 @@ def test_login_lab_notebooks_and_a_cell(platform, page, artifacts):
 
     page.goto(f"{server}lab/tree/e2e-check.ipynb")
     cell = page.locator(".jp-Notebook .jp-Cell").first
-    cell.wait_for(timeout=60_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-    output = page.locator(".jp-OutputArea-output").first
-    output.wait_for(timeout=60_000)
-    assert "answer 42" in output.inner_text()
-    page.screenshot(path=str(artifacts / "lab-cell-output.png"))
+    try:
+        cell.wait_for(timeout=60_000)
+        # the status bar says "Python 3 (ipykernel) | Idle" once the kernel is connected
+        page.get_by_text("| Idle").wait_for(timeout=180_000)
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-OutputArea-output").first
+        output.wait_for(timeout=180_000)
+        assert "answer 42" in output.inner_text()
+    finally:
+        page.screenshot(path=str(artifacts / "lab-cell-output.png"))
