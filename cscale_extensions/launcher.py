@@ -267,7 +267,9 @@ def up(config: str | None, data_dir: str | None = None, port: int | None = None)
         stopping["signal"] = signum
         raise KeyboardInterrupt
 
+    # SIGINT too: a process started in the background by a shell inherits SIGINT ignored
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     platform = None
     code = 0
     try:
