@@ -64,7 +64,10 @@ def create(
     ):
         raise WorkshopError(f"materials {materials_source}: not a directory")
     vo, ents = cohort_entitlements(cfg, name)
-    users = usernames or account_names(name, n_users, cfg["workshop"]["account_digits"])
+    if embedded:
+        users = usernames or account_names(name, n_users, cfg["workshop"]["account_digits"])
+    else:  # federated: hub usernames are known only from the participants (or after login)
+        users = list(usernames or [])
     if embedded:
         existing = {a["username"] for a in accounts.list_accounts(accounts_file)}
         taken = sorted(set(users) & existing)

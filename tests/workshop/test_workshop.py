@@ -221,3 +221,19 @@ def test_failed_spawn_is_reported_with_its_reason(ws_stack, admin_token, cli):
         )
     finally:
         subprocess.run(["userdel", "clash-01"], check=False)
+
+
+def test_federated_cohort_prints_the_entitlements(ws_stack, admin_token, cli, tmp_path):
+    """With a federated issuer no accounts are made; the trainer learns what to ask the VO for."""
+    federated = tmp_path / "federated.yaml"
+    federated.write_text("auth:\n  issuer: https://aai.egi.eu/auth/realms/egi\n")
+    rc, out, err = cli("create", "fedws", "--participants", "alice,bob", "--config", str(federated))
+    assert rc == 0, err
+    assert "urn:mace:egi.eu:group:vo.cscale.eu:workshop-fedws:role=member#aai.egi.eu" in out
+    wdir = ws_stack.state_dir / "workshops" / "fedws"
+    assert not (wdir / "accounts.csv").exists()
+    assert json.loads((wdir / "workshop.json").read_text())["users"] == ["alice", "bob"]
+    names = {a["username"] for a in list_accounts(ws_stack.state_dir / "oidc" / "accounts.json")}
+    assert not {"alice", "bob"} & names
+    group = HubAPI(ws_stack.url, admin_token).group("workshop-fedws")
+    assert sorted(group["users"]) == ["alice", "bob"]
