@@ -21,12 +21,32 @@ from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
+from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import entitlements
 from .idtoken import IdTokenError, allowed_algorithms, verify_id_token
 
 _POSIX_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class IdpUnavailable(web.HTTPError):
+    """The identity provider did not answer (or answered 5xx): 503, try again later."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "The identity provider is not reachable right now, so the sign-in cannot be "
+            "completed. Please try again in a few minutes.",
+        )
+
+
+def _oauth_error(exc: HTTPClientError) -> str:
+    """The OAuth ``error`` code of a refused token request ("refused" when unreadable)."""
+    try:
+        return str(json.loads(exc.response.body).get("error") or "refused")[:60]
+    except (AttributeError, TypeError, ValueError):
+        return "refused"
 
 
 @cache
@@ -177,8 +197,24 @@ class CScaleAuthenticator(GenericOAuthenticator):
         return bool(groups & set(self.vos)) or username in self.allowed_users
 
     async def get_token_info(self, handler, params):
-        """The token response, with its ID token verified (403 when it does not verify)."""
-        token_info = await super().get_token_info(handler, params)
+        """The token response, with its ID token verified (403 when it does not verify).
+
+        A refused code (expired, used, forged) is a 403 page, an unreachable IdP a 503 page."""
+        try:
+            token_info = await super().get_token_info(handler, params)
+        except HTTPClientError as exc:
+            if exc.code >= 500:  # 599: no answer at all
+                self.log.warning("Token endpoint %s failed: %s", self.token_url, exc)
+                raise IdpUnavailable() from None
+            self.log.info("Token endpoint %s refused the request: %s", self.token_url, exc)
+            raise web.HTTPError(
+                403,
+                f"The identity provider refused the sign-in ({_oauth_error(exc)}). The sign-in "
+                "link may have expired or been used already: please log in again.",
+            ) from None
+        except OSError as exc:
+            self.log.warning("Token endpoint %s unreachable: %s", self.token_url, exc)
+            raise IdpUnavailable() from None
         if not (self.verify_id_tokens and self.oidc_issuer):
             return token_info
         id_token = token_info.get("id_token")
@@ -233,8 +269,18 @@ class CScaleAuthenticator(GenericOAuthenticator):
 
     async def refresh_user(self, user, handler=None, **kwargs):
         """Refresh, then re-check admission: a user who left every admitted VO (or whose
-        account the IdP disabled) must log in again, and is refused there."""
-        model = await self._refresh_tokens(user, handler, **kwargs)
+        account the IdP disabled) must log in again, and is refused there. While the IdP
+        does not answer, the current auth is kept (checked again at the next refresh)."""
+        try:
+            model = await self._refresh_tokens(user, handler, **kwargs)
+        except (IdpUnavailable, OSError) as exc:
+            self.log.warning("Cannot refresh %s, the IdP is unreachable (%s)", user.name, exc)
+            return True
+        except HTTPClientError as exc:
+            if exc.code < 500:
+                raise
+            self.log.warning("Cannot refresh %s, the IdP is unreachable (%s)", user.name, exc)
+            return True
         if isinstance(model, dict) and not await self.check_allowed(model["name"], model):
             self.log.warning(
                 "%s is no longer a member of an admitted VO; login required", user.name
@@ -253,6 +299,8 @@ class CScaleAuthenticator(GenericOAuthenticator):
                 params = self.build_refresh_token_request_params(auth_state["refresh_token"])
                 try:
                     token_info = await self.get_token_info(handler, params)
+                except IdpUnavailable:
+                    raise
                 except Exception as exc:
                     self.log.info(
                         "Refreshing tokens of %s failed (%s); login required", user.name, exc

@@ -264,3 +264,69 @@ def test_forged_hub_cookie_is_refused(sec):
         assert_clean_page(r)
         assert "/hub/login" in r.url or urlparse(r.url).netloc != urlparse(sec.url).netloc
     assert _me(sec, s).json()["name"] == "sec-cookie"  # the genuine cookie still works
+
+
+# --------------------------------------------------------------------------- callback errors
+
+
+def _state_of_new_login(sec) -> tuple[requests.Session, str]:
+    s = requests.Session()
+    r = s.get(sec.url + "hub/oauth_login", timeout=30, allow_redirects=False)
+    return s, parse_qs(urlparse(r.headers["Location"]).query)["state"][0]
+
+
+@rel(
+    injected="callback with a valid state but a bogus code / an IdP error (access_denied) / no code",
+    expected="4xx page saying what went wrong, no session, no 500",
+)
+def test_bad_callbacks_get_clear_pages(sec):
+    for params in (
+        {"code": "bogus-code"},
+        {"error": "access_denied", "error_description": "cancelled"},
+        {},
+    ):
+        s, state = _state_of_new_login(sec)
+        r = s.get(sec.url + "hub/oauth_callback", params={**params, "state": state}, timeout=30)
+        assert_clean_page(r)
+        assert 400 <= r.status_code < 500, f"{params}: HTTP {r.status_code}"
+        assert not logged_in(s)
+
+
+@rel(
+    injected="IdP down while the hub redeems the code",
+    expected="503 page saying the IdP is unreachable (no traceback), no session; works again once the IdP is back",
+)
+def test_idp_down_during_login(sec):
+    sec.member("sec-idpdown")
+    s, cb = login_flow(sec.url, "sec-idpdown", sec.passwords["sec-idpdown"], stop_at_callback=True)
+    callback = urljoin(cb.url, cb.headers["Location"])
+    sec.idp.supervisor.stop()
+    try:
+        r = s.get(callback, timeout=60)
+        assert r.status_code == 503, f"HTTP {r.status_code}"
+        assert "not reachable" in r.text and "Traceback" not in r.text
+        assert not logged_in(s)
+    finally:
+        sec.idp.supervisor.start(sec.idp.spec)
+    assert sec.login("sec-idpdown")
+
+
+@rel(
+    injected="IdP down while signed-in users' tokens are due for refresh",
+    expected="users stay signed in (auth re-checked when the IdP is back), no 500",
+)
+def test_idp_down_keeps_signed_in_users(sec):
+    sec.member("sec-outage")
+    s = sec.login("sec-outage")
+    token = sec.token("sec-outage")
+    sec.idp.supervisor.stop()
+    try:
+        time.sleep(REFRESH_AGE + 2)
+        r = s.get(sec.url + "hub/home", timeout=60)
+        assert_clean_page(r)
+        assert r.status_code == 200 and "/hub/home" in r.url
+        assert sec.api(token).get(sec.url + "hub/api/user", timeout=60).status_code == 200
+    finally:
+        sec.idp.supervisor.start(sec.idp.spec)
+    time.sleep(REFRESH_AGE + 2)
+    assert _me(sec, s).status_code == 200
