@@ -70,6 +70,7 @@ class LocalStack:
     ready_timeout: float = 240
     proc: subprocess.Popen | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    extra_credentials: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> LocalStack:
         if self.data_dir is None:
@@ -125,7 +126,29 @@ class LocalStack:
     def credentials(self) -> dict[str, str]:
         from .oidc.embedded import demo_credentials
 
-        return demo_credentials(self.cfg, self.state_dir)
+        return {**demo_credentials(self.cfg, self.state_dir), **self.extra_credentials}
+
+    def add_user(self, prefix: str = "user", *, member: bool = True, admin: bool = False) -> str:
+        """A new account of the embedded provider with a unique name (the provider re-reads
+        its accounts file); returns the name, its password is in ``credentials``."""
+        import uuid
+
+        from .oidc import accounts
+        from .oidc.embedded import accounts_path
+
+        cfg = self.cfg
+        a = cfg["auth"]
+        vo = a["vos"][0]
+        ents = []
+        for role, wanted in (("member", member), (a["admin_roles"][0], admin)):
+            if wanted:
+                ents.append(accounts.entitlement(vo, role, namespace=a["entitlement_namespace"],
+                                                 authority=a["entitlement_authority"]))
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        password = accounts.add_account(accounts_path(cfg, self.state_dir), name,
+                                        entitlements=ents, name=name, email=f"{name}@example.org")
+        self.extra_credentials[name] = password
+        return name
 
     @property
     def stack_id(self) -> str:

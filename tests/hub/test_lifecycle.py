@@ -87,8 +87,10 @@ def test_culler_spares_a_busy_kernel_and_stops_an_idle_server(stack):
 
 
 def test_ctrl_c_leaves_no_process_behind(stack):
-    token = stack.api_token("demo-member")
-    server = stack.url.rstrip("/") + stack.start_server(token, "demo-member")["url"]
+    # an account of this stack alone, so its processes cannot be another stack's
+    user = stack.add_user("lifecycle")
+    token = stack.api_token(user)
+    server = stack.url.rstrip("/") + stack.start_server(token, user)["url"]
     # a running Dask cluster with a worker, deliberately not shut down
     out = run_in_kernel(server, token, "\n".join([
         "from dask_gateway import Gateway",
@@ -104,9 +106,9 @@ def test_ctrl_c_leaves_no_process_behind(stack):
     assert stack.proc.returncode == 0
     assert stack_processes(stack.stack_id) == []
     if os.getuid() == 0:
-        uid = pwd.getpwnam("demo-member").pw_uid
+        uid = pwd.getpwnam(user).pw_uid
         owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == uid]
-        assert owned == [], f"processes of demo-member still running: {owned}"
+        assert owned == [], f"processes of {user} still running: {owned}"
     assert "stopped." in stack.log()
 
 
