@@ -112,9 +112,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         }
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("reliability") is not None:
+            item.config._reliability_partial = True  # type: ignore[attr-defined]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Rewrite docs/reliability.md when every marked test of tests/security ran."""
     results = getattr(session.config, "_reliability", {})
     if not results or os.environ.get("CSCALE_NO_RELIABILITY_REPORT"):
+        return
+    marked = {i.nodeid for i in session.items if i.get_closest_marker("reliability") is not None}
+    if getattr(session.config, "_reliability_partial", False) or not marked <= set(results):
+        print(f"\n{REPORT.name} not rewritten: not every reliability test ran in this session")
         return
     REPORT.write_text(render_report(list(results.values())))
 
@@ -150,6 +161,9 @@ def render_report(rows: list[dict[str, str]]) -> str:
         "- `Authenticator.auth_refresh_strict` is on: when tokens can no longer be refreshed (account",
         "  disabled, refresh token revoked or expired, VO left), API tokens stop working too, not",
         "  only the browser session. Leaving every admitted VO is re-checked at each refresh.",
+        "- An unreachable IdP (no answer or 5xx) is not a reason to log anyone out: signed-in users",
+        "  keep their current auth until the IdP answers again; a new sign-in gets a 503 page.",
+        "  A code the IdP refuses (expired, used, forged) is a 403 page asking to log in again.",
         "",
         "| Test | Injected | Expected | Result |",
         "|---|---|---|---|",

@@ -215,3 +215,44 @@ def test_user_token_cannot_act_as_hub_or_service(sec, users):
     assert me["admin"] is False
     assert not {"admin:users", "list:users", "proxy", "shutdown"} & set(me.get("scopes", []))
     assert a.get(sec.url + "hub/api/", timeout=30).status_code == 200
+
+
+@rel(
+    injected="A's kernel walking the platform's data dir (secrets, hub and gateway databases, "
+    "config with the OIDC client secret, logs, other services' state)",
+    expected="nothing outside A's own home is readable",
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="dask-gateway/gateway.sqlite and runs/runs.sqlite are world-readable (0644 in 0755 "
+    "dirs): any user reads every user's cluster names/options and run notebooks/parameters",
+)
+def test_a_cannot_read_platform_state(sec, users):
+    tokens, servers = users
+    state = str(sec.stack.state_dir)
+    out = run_in_kernel(
+        servers[A],
+        tokens[A],
+        "\n".join(
+            [
+                "import json, os",
+                f"state = {state!r}",
+                "readable = []",
+                "for d, dirs, files in os.walk(state):",
+                "    if d == os.path.join(state, 'homes'):",
+                "        dirs[:] = [x for x in dirs if x == os.environ['USER']]  # own home only",
+                "        continue",
+                "    if d.startswith(os.path.join(state, 'homes', os.environ['USER'])):",
+                "        continue",
+                "    for f in files:",
+                "        p = os.path.join(d, f)",
+                "        try:",
+                "            open(p, 'rb').read(1); readable.append(os.path.relpath(p, state))",
+                "        except OSError:",
+                "            pass",
+                "print(json.dumps(readable))",
+            ]
+        ),
+    )
+    readable = json.loads(out.strip().splitlines()[-1])
+    assert readable == [], f"{A} can read: {readable}"
