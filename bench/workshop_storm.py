@@ -14,7 +14,9 @@ Two hubs run side by side in the same run, on free loopback ports:
   the same spawner class (SystemUserSpawner: one POSIX account per user, workflow notebooks
   copied in), the same concurrent_spawn_limit and start_timeout, no services.
 Each hub is stormed cold (no server running) and pre-warmed (servers started beforehand by
-`workshop prewarm`'s code at a safe rate; that prewarm's duration is reported too).
+`workshop prewarm`'s code at a safe rate; that prewarm's duration is reported too). Both
+hubs get the same start_timeout and http_timeout (JupyterHub's default http_timeout of 30 s
+fails most starts of a 20-user storm on 2 cores).
 
 Prints p50 / p95 / max of the time to a ready kernel, failures, and the platform/vanilla
 ratios. Needs root (system accounts). Usage:
@@ -69,6 +71,7 @@ c.Spawner.cmd = [{singleuser!r}]
 c.Spawner.default_url = "/lab"
 c.Spawner.notebooks_source = {notebooks!r}
 c.Spawner.start_timeout = {start_timeout}
+c.Spawner.http_timeout = {http_timeout}
 c.JupyterHub.concurrent_spawn_limit = {spawn_limit}
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.services = [{{"name": "bench", "api_token": {token!r}}}]
@@ -79,7 +82,7 @@ c.JupyterHub.load_roles = [{{"name": "admin", "services": ["bench"]}}]
 class VanillaHub:
     """A plain JupyterHub (DummyAuthenticator, the platform's spawner class) in a subprocess."""
 
-    def __init__(self, spawn_limit: int, start_timeout: int):
+    def __init__(self, spawn_limit: int, start_timeout: int, http_timeout: int):
         self.dir = Path(tempfile.mkdtemp(prefix="cscale-vanilla-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -96,6 +99,7 @@ class VanillaHub:
                 singleuser=str(Path(sys.executable).with_name("jupyterhub-singleuser")),
                 notebooks=str(REPO / "workflow_notebooks"),
                 start_timeout=start_timeout,
+                http_timeout=http_timeout,
                 spawn_limit=spawn_limit,
                 token=self.token,
             )
@@ -200,20 +204,32 @@ def participant(hub: str, hub_url: str, user: str, password: str, timeout: float
         stage = "spawn"
         # the login's redirect already asked for the server (/hub/spawn), as in a browser;
         # ask explicitly only when nothing is pending (e.g. the hub said "too many spawns")
+        # Under load the hub may answer "not starting" for a moment after that redirect (it
+        # refreshes the user's tokens before marking the spawn pending): look again, as the
+        # spawn page does, before asking for the server.
         deadline = time.monotonic() + timeout
+        misses = 0
         while True:
             path = wait_ready(s, hub_url, user, timeout)
             if path:
                 break
+            misses += 1
+            if time.monotonic() > deadline:
+                raise RuntimeError("no server after the start timeout")
+            if misses % 5:
+                time.sleep(1)
+                continue
             r = s.post(
                 urljoin(hub_url, f"hub/api/users/{quote(user)}/server"),
                 headers=xsrf_headers(s),
                 timeout=60,
             )
-            if r.status_code not in (201, 202, 400, 429) or time.monotonic() > deadline:
+            out["spawn_posts"] = out.get("spawn_posts", 0) + 1
+            if r.status_code not in (201, 202, 400, 429, 500):
                 raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
-            if r.status_code == 429:
+            if r.status_code in (429, 500):  # too many spawns / the race above: look again
                 time.sleep(2)
+        out["not_starting"] = misses
         out["server"] = time.monotonic() - t0
         stage = "kernel"
         r = s.post(
@@ -276,6 +292,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "login_p50": pct([r["login"] for r in ok], 0.5),
         "server_p50": pct([r["server"] for r in ok], 0.5),
         "errors": sorted({r["error"] for r in results if not r["ok"]}),
+        "not_starting": sum(1 for r in results if r.get("not_starting")),
     }
 
 
@@ -295,6 +312,9 @@ def main() -> int:
         "--spawn-limit", type=int, default=20, help="concurrent_spawn_limit of both hubs"
     )
     ap.add_argument("--start-timeout", type=int, default=300)
+    ap.add_argument(
+        "--http-timeout", type=int, default=60, help="Spawner.http_timeout of both hubs"
+    )
     ap.add_argument("--prewarm-parallel", type=int, default=4)
     ap.add_argument(
         "--lean", action="store_true", help="platform without dask-gateway, EO-MQS, runs and sites"
@@ -307,7 +327,7 @@ def main() -> int:
 
     cfg: dict[str, Any] = {
         "hub": {"concurrent_spawn_limit": args.spawn_limit},
-        "spawner": {"start_timeout": args.start_timeout},
+        "spawner": {"start_timeout": args.start_timeout, "http_timeout": args.http_timeout},
         "culler": {"timeout": 3600},
     }
     if args.lean:
@@ -321,7 +341,7 @@ def main() -> int:
         )
     root = wired_repo_root()
     platform = LocalStack(config={**cfg, "runtime": {"repo_root": str(root)}}, ready_timeout=300)
-    vanilla = VanillaHub(args.spawn_limit, args.start_timeout)
+    vanilla = VanillaHub(args.spawn_limit, args.start_timeout, args.http_timeout)
     report: dict[str, Any] = {
         "users": args.users,
         "rate": args.rate,
@@ -398,7 +418,7 @@ def main() -> int:
                 print(
                     f"[{hub}/{mode}] {s['ok']}/{s['n']} ok; ready kernel p50 {s['p50']:.2f}s p95 "
                     f"{s['p95']:.2f}s max {s['max']:.2f}s (login p50 {s['login_p50']:.2f}s, server p50 "
-                    f"{s['server_p50']:.2f}s)"
+                    f"{s['server_p50']:.2f}s; {s['not_starting']} saw 'not starting' after login)"
                     + (f"; errors: {s['errors']}" if s["errors"] else ""),
                     flush=True,
                 )

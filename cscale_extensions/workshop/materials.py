@@ -78,21 +78,34 @@ def make_read_only(root: Path) -> None:
 def copy_for_user(
     materials: Path, target: Path, uid: int | None = None, gid: int | None = None
 ) -> bool:
-    """Give a participant their writable copy at ``target`` unless it already exists (their
-    work is never overwritten). Returns True when it was copied."""
-    if target.exists() or not materials.is_dir():
+    """Give a participant their writable copy at ``target`` (in their home) unless it already
+    exists: their work is never overwritten. Returns True when it was copied.
+
+    The copy is prepared in a root-only staging directory next to the home (same file
+    system), where ownership and modes are set, and then renamed into place: nothing is
+    chowned or chmodded inside a directory the participant can change meanwhile."""
+    if os.path.lexists(target) or not materials.is_dir():
         return False
-    tmp = target.with_name(f".{target.name}.copying")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(materials, tmp, symlinks=False)
-    for dirpath, _dirnames, filenames in os.walk(tmp):
-        os.chmod(dirpath, 0o755)
-        for f in filenames:
-            p = Path(dirpath, f)
-            os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
+    home = target.parent
+    staging = home.parent / f".workshop-staging-{home.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    try:
+        staged = staging / target.name
+        shutil.copytree(materials, staged, symlinks=False)
+        for dirpath, _dirnames, filenames in os.walk(staged):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                p = Path(dirpath, f)
+                os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
+                if uid is not None:
+                    os.chown(p, uid, gid if gid is not None else -1, follow_symlinks=False)
             if uid is not None:
-                os.chown(p, uid, gid if gid is not None else -1)
-        if uid is not None:
-            os.chown(dirpath, uid, gid if gid is not None else -1)
-    os.replace(tmp, target)
+                os.chown(dirpath, uid, gid if gid is not None else -1, follow_symlinks=False)
+        try:
+            os.rename(staged, target)
+        except OSError:  # created meanwhile (by the participant): theirs wins
+            return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return True
