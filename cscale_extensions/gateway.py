@@ -129,14 +129,17 @@ def configure(c, cfg: dict[str, Any]) -> None:
 
     if local:
         data_dir = Path(cfg["platform"]["data_dir"])
+        # users traverse to their own cluster directories (0700, theirs); the database is private
         state = data_dir / "dask-gateway"
-        state.mkdir(parents=True, exist_ok=True)
+        for d, mode in ((state, 0o711), (state / "clusters", 0o711), (state / "db", 0o700)):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, mode)
         base_url = cfg["hub"]["base_url"]
         c.DaskGateway.address = f"127.0.0.1:{dg['api_port']}"
         c.Proxy.address = f"127.0.0.1:{dg['port']}"
         c.Proxy.tcp_address = f"127.0.0.1:{dg['scheduler_port']}"
         c.Proxy.prefix = f"{base_url}services/dask-gateway"
-        c.DBBackendBase.db_url = f"sqlite:///{state / 'gateway.sqlite'}"
+        c.DBBackendBase.db_url = f"sqlite:///{state / 'db' / 'gateway.sqlite'}"
         c.LocalBackend.clusters_directory = str(state / "clusters")
         # distributed 2026 has no dask-scheduler / dask-worker commands
         dask = str(Path(sys.executable).with_name("dask"))

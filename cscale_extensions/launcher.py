@@ -94,7 +94,8 @@ class Platform:
         p["deployment"] = "local"
         p["stack_id"] = p["stack_id"] or uuid.uuid4().hex
         cfg["runtime"]["repo_root"] = cfg["runtime"]["repo_root"] or str(REPO_ROOT)
-        for sub, mode in (("", 0o755), ("hub", 0o700), ("logs", 0o700), ("runtime", 0o700), ("homes", 0o755)):
+        for sub, mode in (("", 0o755), ("hub", 0o700), ("logs", 0o700), ("runtime", 0o700), ("homes", 0o755),
+                          ("runs", 0o700)):
             d = self.data_dir / sub
             d.mkdir(mode=mode, parents=True, exist_ok=True)
             os.chmod(d, mode)

@@ -155,9 +155,21 @@ def _terminate(name: str, proc: subprocess.Popen, sig: int, timeout: float) -> N
         proc.wait(5)
 
 
-def stack_processes(stack_id: str) -> list[int]:
-    """PIDs of live processes whose environment carries ``CSCALE_STACK_ID=stack_id``."""
+def stop_processes(pids: Iterable[int], timeout: float = 5) -> None:
+    """SIGTERM ``pids``, then SIGKILL what is still alive after ``timeout`` seconds."""
+    pids = list(pids)
+    for pid in pids:
+        _kill_quietly(pid, signal.SIGTERM)
+    if pids and not wait_until_gone(pids, timeout):
+        for pid in pids:
+            _kill_quietly(pid, signal.SIGKILL)
+
+
+def stack_processes(stack_id: str, having: str | None = None) -> list[int]:
+    """PIDs of live processes whose environment carries ``CSCALE_STACK_ID=stack_id``
+    (and, with ``having``, a variable of that name)."""
     marker = f"{STACK_ENV}={stack_id}".encode()
+    other = f"{having}=".encode() if having else None
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -170,7 +182,8 @@ def stack_processes(stack_id: str) -> list[int]:
             continue
         if stat.rsplit(")", 1)[-1].split()[0] == "Z":
             continue
-        if marker in env.split(b"\0"):
+        variables = env.split(b"\0")
+        if marker in variables and (other is None or any(v.startswith(other) for v in variables)):
             found.append(int(entry.name))
     return found
 

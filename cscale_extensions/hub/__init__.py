@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..supervisor import stack_processes, stop_processes
 from .auth import CScaleAuthenticator
 
 log = logging.getLogger("cscale.hub")
 SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
+#: set in the environment of every hub-managed service (its name)
+SERVICE_ENV = "CSCALE_MANAGED_SERVICE"
 
 
 def public_url(cfg: dict[str, Any]) -> str:
@@ -86,7 +89,7 @@ def configure_local_hub(c, cfg: dict[str, Any]) -> None:
     c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{data / 'hub' / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data / "secrets" / "cookie_secret")
     c.JupyterHub.pid_file = str(data / "hub" / "jupyterhub.pid")
-    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_servers = h["cleanup_servers"]
 
 
 def configure_hub_limits(c, cfg: dict[str, Any]) -> None:
@@ -191,6 +194,9 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
     user_services = []
     local = cfg["platform"]["deployment"] == "local"
     passthrough = {k: os.environ[k] for k in ("CSCALE_HUB_CONFIG", "CSCALE_STACK_ID") if k in os.environ}
+    if local and cfg["platform"]["stack_id"]:
+        # services of a previous hub of this stack that was killed still hold their ports
+        stop_processes(stack_processes(cfg["platform"]["stack_id"], SERVICE_ENV))
 
     dg = cfg["dask_gateway"]
     if dg["enabled"]:
@@ -245,6 +251,8 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
     })
     # append: on Kubernetes z2jh has registered its own services and roles already
     ours = {r["name"] for r in roles}
+    for svc in services:
+        svc["environment"] = {**svc.get("environment", {}), SERVICE_ENV: svc["name"]}
     mine = {svc["name"] for svc in services}
     c.JupyterHub.services = [s for s in _already(c.JupyterHub, "services") if s.get("name") not in mine] + services
     c.JupyterHub.load_roles = [r for r in _already(c.JupyterHub, "load_roles") if r.get("name") not in ours] + roles

@@ -222,11 +222,6 @@ def test_user_token_cannot_act_as_hub_or_service(sec, users):
     "config with the OIDC client secret, logs, other services' state)",
     expected="nothing outside A's own home is readable",
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="dask-gateway/gateway.sqlite and runs/runs.sqlite are world-readable (0644 in 0755 "
-    "dirs): any user reads every user's cluster names/options and run notebooks/parameters",
-)
 def test_a_cannot_read_platform_state(sec, users):
     tokens, servers = users
     state = str(sec.stack.state_dir)
