@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
@@ -77,14 +78,17 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
         Path(self.homes_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
         cmd = ["useradd", "--home-dir", str(home), "--no-create-home", "--user-group",
                "--shell", self.user_shell, "--comment", f"{ACCOUNT_MARKER} {name}", name]
-        self._run(cmd, f"create the account for {name}", ok=(0, 9))  # 9: created concurrently
-        return pwd.getpwnam(name)
-
-    def _run(self, cmd: list[str], what: str, ok: tuple[int, ...] = (0,)) -> None:
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode not in ok:
+        # 9: created concurrently; 1/10: /etc/passwd or /etc/group locked by another process
+        for attempt in range(40):
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode not in (1, 10):
+                break
+            time.sleep(0.1 + 0.05 * attempt)
+        if result.returncode not in (0, 9):
             self.log.error("%s failed: %s", " ".join(cmd), result.stderr.strip())
-            raise web.HTTPError(500, f"Could not {what}; the operator will find details in the hub log.")
+            raise web.HTTPError(500, f"Could not create the account for {name}; "
+                                     "the operator will find details in the hub log.")
+        return pwd.getpwnam(name)
 
     @property
     def home_path(self) -> Path:
