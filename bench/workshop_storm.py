@@ -44,9 +44,9 @@ from urllib.parse import quote, urljoin
 
 import requests
 
+from cscale_extensions.launcher import REPO_ROOT as REPO
 from cscale_extensions.net import free_port
 from cscale_extensions.testing import LocalStack, oidc_login, run_in_kernel, xsrf_headers
-from cscale_extensions.workshop.devstack import REPO, wired_repo_root
 from cscale_extensions.workshop.hubapi import HubAPI
 from cscale_extensions.workshop.prewarm import prewarm
 
@@ -339,8 +339,7 @@ def main() -> int:
                 "dask_gateway": {"enabled": False},
             }
         )
-    root = wired_repo_root()
-    platform = LocalStack(config={**cfg, "runtime": {"repo_root": str(root)}}, ready_timeout=300)
+    platform = LocalStack(config=cfg, ready_timeout=300)
     vanilla = VanillaHub(args.spawn_limit, args.start_timeout, args.http_timeout)
     report: dict[str, Any] = {
         "users": args.users,
@@ -426,7 +425,6 @@ def main() -> int:
     finally:
         leftovers = platform.stop()
         vanilla.stop()
-        shutil.rmtree(root, ignore_errors=True)
         if platform.data_dir:
             shutil.rmtree(platform.data_dir, ignore_errors=True)
         if leftovers:

@@ -128,6 +128,7 @@ class Platform:
             "CONFIGPROXY_AUTH_TOKEN": self.secrets.get("proxy_auth_token"),
             "JUPYTERHUB_CRYPT_KEY": self.secrets.get("crypt_key"),
             "DASK_GATEWAY_ENCRYPT_KEYS": self.secrets.get("dask_gateway_key", fernet=True),
+            "CSCALE_ADMIN_API_TOKEN": self.secrets.get("admin_api_token"),
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
         a = cfg["auth"]

@@ -23,6 +23,8 @@ log = logging.getLogger("cscale.hub")
 SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
 #: set in the environment of every hub-managed service (its name)
 SERVICE_ENV = "CSCALE_MANAGED_SERVICE"
+#: the API token of the operator's tooling (kept in <data_dir>/secrets/admin_api_token)
+ADMIN_TOKEN_ENV = "CSCALE_ADMIN_API_TOKEN"
 
 
 def public_url(cfg: dict[str, Any]) -> str:
@@ -47,6 +49,10 @@ def configure(c, cfg: dict[str, Any]) -> None:
         configure_local_hub(c, cfg)
     configure_spawner(c, cfg)
     configure_services(c, cfg)
+    if "workshop" in cfg:
+        from ..workshop.hub import configure_workshops
+
+        configure_workshops(c, cfg)
 
 
 def configure_auth(c, cfg: dict[str, Any]) -> None:
@@ -239,6 +245,15 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
             user_services.append(name)
 
     access = [f"access:services!service={name}" for name in user_services]
+    if local and os.environ.get(ADMIN_TOKEN_ENV):
+        services.append({"name": "cscale-admin", "api_token": os.environ[ADMIN_TOKEN_ENV], "display": False})
+        roles.append({
+            "name": "cscale-admin",
+            "description": "Platform tooling run by the operator (cscale-hub workshop …)",
+            "scopes": ["admin:users", "admin:servers", "admin:server_state", "admin:auth_state",
+                       "admin:groups", "tokens", "access:servers", "list:users", "list:groups"],
+            "services": ["cscale-admin"],
+        })
     # a user may read their own auth state (their OIDC tokens), so their server's token may too
     roles.append({"name": "user", "scopes": ["self", "admin:auth_state!user", *access]})
     roles.append({

@@ -14,7 +14,6 @@ import shutil
 import pytest
 
 from cscale_extensions.testing import LocalStack
-from cscale_extensions.workshop.devstack import wired_repo_root
 
 #: a small stack: what workshops need (hub, proxy, provider, spawner), not the data services
 WORKSHOP_STACK = {
@@ -29,8 +28,7 @@ WORKSHOP_STACK = {
 @pytest.fixture(scope="session")
 def ws_stack():
     """The platform with workshop wiring, started with `cscale-hub up`; stopped at the end."""
-    root = wired_repo_root()
-    stack = LocalStack(config={**WORKSHOP_STACK, "runtime": {"repo_root": str(root)}})
+    stack = LocalStack(config=WORKSHOP_STACK)
     try:
         stack.start()
         yield stack
@@ -38,7 +36,6 @@ def ws_stack():
         leftovers = stack.stop()
         if not os.environ.get("CSCALE_KEEP_TEST_DATA"):
             shutil.rmtree(stack.data_dir, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"processes of the stack left running: {leftovers}"
 
 
