@@ -124,14 +124,15 @@ class Supervisor:
         for spec, proc in reversed(self.children):
             _terminate(spec.name, proc, spec.stop_signal, spec.stop_timeout)
         self.children.clear()
-        leftovers = stack_processes(self.stack_id)
-        for pid in leftovers:
-            log.warning("stopping leftover process %s of the stack", pid)
-            _kill_quietly(pid, signal.SIGTERM)
-        if leftovers:
-            wait_for(lambda: not stack_processes(self.stack_id), 5)
-            for pid in stack_processes(self.stack_id):
-                _kill_quietly(pid, signal.SIGKILL)
+        # what the children left (user servers, kernels, Dask schedulers and workers); a nanny
+        # may restart a worker while we stop it, so sweep until nothing of the stack is left
+        for _ in range(5):
+            leftovers = stack_processes(self.stack_id)
+            if not leftovers:
+                break
+            log.warning("stopping %d leftover process(es) of the stack", len(leftovers))
+            stop_processes(leftovers, timeout=5)
+            wait_until_gone(leftovers, 5)
 
 
 def _kill_quietly(pid: int, sig: int) -> None:
@@ -188,11 +189,20 @@ def stack_processes(stack_id: str, having: str | None = None) -> list[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def wait_until_gone(pids: Iterable[int], timeout: float) -> bool:
     pids = list(pids)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{p}").exists() for p in pids):
+        if not any(_alive(p) for p in pids):
             return True
         time.sleep(0.1)
-    return False
+    return not any(_alive(p) for p in pids)
