@@ -189,7 +189,7 @@ def stack_processes(stack_id: str, having: str | None = None) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -202,7 +202,7 @@ def wait_until_gone(pids: Iterable[int], timeout: float) -> bool:
     pids = list(pids)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.1)
-    return not any(_alive(p) for p in pids)
+    return not any(alive(p) for p in pids)

@@ -12,13 +12,12 @@ import pwd
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 import websocket
 
-from cscale_extensions.supervisor import stack_processes
+from cscale_extensions.supervisor import alive, stack_processes
 from cscale_extensions.testing import LocalStack, run_in_kernel
 
 pytestmark = pytest.mark.slow
@@ -108,17 +107,9 @@ def test_ctrl_c_leaves_no_process_behind(stack):
     assert stack_processes(stack.stack_id) == []
     if os.getuid() == 0:
         uid = pwd.getpwnam(user).pw_uid
-        owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == uid and _alive(p)]
+        owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == uid and alive(int(p))]
         assert owned == [], f"processes of {user} still running: {owned}"
     assert "stopped." in stack.log()
-
-
-def _alive(pid: str) -> bool:
-    """Not a zombie (an exited process its new parent has not reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _uid(pid: str) -> int | None:
