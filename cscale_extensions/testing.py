@@ -190,6 +190,16 @@ class LocalStack:
             time.sleep(0.5)
         raise TimeoutError(f"server {username}/{name} not ready after {timeout}s")
 
+    def finish(self) -> list[int]:
+        """Stop the stack and remove its data dir (kept with ``CSCALE_KEEP_TEST_DATA=1``);
+        return PIDs of the stack still alive (should be none)."""
+        import shutil
+
+        leftovers = self.stop()
+        if self.data_dir and not os.environ.get("CSCALE_KEEP_TEST_DATA"):
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        return leftovers
+
     def stop(self, timeout: float = 60) -> list[int]:
         """SIGTERM ``up`` and wait; return PIDs of the stack still alive afterwards (should be none)."""
         if self.proc and self.proc.poll() is None:

@@ -42,9 +42,7 @@ def platform(notebook_source):
     try:
         yield stack
     finally:
-        leftovers = stack.stop()
-        if not os.environ.get("CSCALE_KEEP_TEST_DATA"):
-            shutil.rmtree(stack.data_dir, ignore_errors=True)
+        leftovers = stack.finish()
         assert not leftovers, f"processes of the stack left running: {leftovers}"
 
 

@@ -8,9 +8,6 @@ link to the repository's). Afterwards the call is idempotent in effect: the hook
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 from cscale_extensions.testing import LocalStack
@@ -33,9 +30,7 @@ def ws_stack():
         stack.start()
         yield stack
     finally:
-        leftovers = stack.stop()
-        if not os.environ.get("CSCALE_KEEP_TEST_DATA"):
-            shutil.rmtree(stack.data_dir, ignore_errors=True)
+        leftovers = stack.finish()
         assert not leftovers, f"processes of the stack left running: {leftovers}"
 
 
