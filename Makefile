@@ -1,7 +1,7 @@
 # C-SCALE Hub: the two commands (see README.md).
 #   make up     set up everything, then bring the whole platform up on this machine
 #   make test   set up everything, then run the test suite
-.PHONY: up test setup lint docs
+.PHONY: up test setup lint docs lock
 
 ARGS ?=
 PYTEST_ARGS ?=
@@ -20,3 +20,8 @@ lint: setup
 
 docs: setup
 	.venv/bin/cscale-hub config docs > docs/configuration.md
+
+# re-resolve requirements.lock after editing pyproject.toml (setup installs the lock exactly)
+lock:
+	.venv/bin/uv pip compile pyproject.toml --extra test --overrides requirements-overrides.txt \
+	  --python .venv/bin/python -o requirements.lock

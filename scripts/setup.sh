@@ -39,7 +39,7 @@ fi
 lock_sum=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$STAMPS/py-$lock_sum" ]; then
   say "installing Python packages from requirements.lock"
-  .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.lock
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -r requirements.lock
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
   rm -f "$STAMPS"/py-*; touch "$STAMPS/py-$lock_sum"
 fi
