@@ -80,7 +80,7 @@ def test_subchart_bases_match_chart_dependencies():
 def test_singleuser_is_the_locked_environment_with_notebooks():
     ins = instructions(IMAGES / "singleuser" / "Dockerfile")
     runs = [a for i, a in ins if i == "RUN"]
-    lock = next(n for n, a in enumerate(runs) if "pip install -r requirements.lock" in a)
+    lock = next(n for n, a in enumerate(runs) if "pip install --no-deps -r requirements.lock" in a)
     ours = next(n for n, a in enumerate(runs) if "pip install --no-deps ." in a)
     assert lock < ours, "the lock first, then our package on top without resolving"
     defaults = settings.defaults()["kubernetes"]
