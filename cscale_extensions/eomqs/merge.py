@@ -310,7 +310,15 @@ class Merger:
 
 
 def _with_sites(item: dict[str, Any], sites: list[str]) -> dict[str, Any]:
+    """The item as EO-MQS returns it: its sites named, its assets in key order.
+
+    Sites store the same assets in different orders (pgstac's JSONB sorts keys by length);
+    clients that compare asset lists (openEO's ``load_stac``) need one order for all.
+    """
     out = dict(item)
+    assets = out.get("assets")
+    if isinstance(assets, dict):
+        out["assets"] = dict(sorted(assets.items()))
     props = dict(out.get("properties") or {})
     props["federation:sites"] = sites
     out["properties"] = props
