@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from cscale_extensions.sites.layout import SITES
+from cscale_extensions.testing import run_in_kernel
 
 from .conftest import NOTEBOOKS
 
@@ -126,8 +127,14 @@ def check_ndvi(s):
     assert 0 < s["summer_ndvi"] <= 1
 
 
-def test_02_vegetation_monitoring(run_notebook, catalog):
-    s = ok(run_notebook("02-vegetation-monitoring", "02-defaults"))
+@pytest.fixture(scope="module")
+def ndvi_02(run_notebook) -> dict:
+    """Scraps of 02-vegetation-monitoring with its defaults (06 is compared with them)."""
+    return ok(run_notebook("02-vegetation-monitoring", "02-defaults"))
+
+
+def test_02_vegetation_monitoring(ndvi_02, run_notebook, catalog):
+    s = ndvi_02
     assert s["collection"] == L5 and s["n_items"] == count(
         catalog, [L5], "2008-01-01", "2011-12-31"
     )
@@ -258,3 +265,60 @@ def test_05_cluster_is_shut_down_when_the_cluster_cell_fails(run_notebook):
         c for c in nb.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))
     ]
     assert len(failed) == 1 and "gateway.new_cluster()" in failed[0].source
+
+
+def test_06_openeo_equals_the_direct_computation_and_02(run_notebook, ndvi_02, catalog):
+    """The openEO process graph gives 02's NDVI series: the notebook's own direct odc-stac/xarray
+    computation agrees to float precision, and 02's recorded series (rounded to 4 decimals) to
+    its rounding; the unsupported-process cell produced the clear message."""
+    s = ok(run_notebook("06-openeo-processing", "06-defaults"))
+    assert s["collection"] == L5 and s["n_items"] == count(
+        catalog, [L5], "2008-01-01", "2011-12-31"
+    )
+    assert s["missing_sites"] == {} and set(s["sites"]) == {"eodc", "cesnet"}
+    assert s["computed_on"] == "local threads"
+    openeo, direct = s["ndvi_series"], s["direct_ndvi_series"]
+    assert list(openeo) == list(direct) and len(openeo) == s["n_scenes_used"] >= 5
+    assert max(abs(openeo[d] - direct[d]) for d in openeo) == s["max_abs_difference"] <= 1e-5
+    assert list(openeo) == list(ndvi_02["ndvi_series"])
+    assert all(abs(openeo[d] - v) <= 5.1e-5 for d, v in ndvi_02["ndvi_series"].items())
+    assert {"load_stac", "mask", "reduce_spatial", "aggregate_temporal_period"} <= set(
+        s["processes_used"]
+    )
+    assert "'save_result'" in s["unsupported_message"]
+    assert set(s["summer_ndvi_by_year"]) == {"2008", "2009", "2010", "2011"}
+    assert all(0.3 < v <= 1 for v in s["summer_ndvi_by_year"].values())
+
+
+def test_06_on_a_dask_gateway_cluster(run_notebook):
+    """With dask_workers=1 the same graph computes on the user's Dask Gateway cluster (shut down
+    afterwards: `ok` checks no cluster is left) and gives the same series."""
+    local = ok(run_notebook("06-openeo-processing", "06-local-l7", collection=L7))
+    remote = ok(
+        run_notebook("06-openeo-processing", "06-cluster-l7", collection=L7, dask_workers=1)
+    )
+    assert remote["computed_on"].startswith("the Dask cluster at ")
+    assert list(remote["ndvi_series"]) == list(local["ndvi_series"])
+    assert all(abs(remote["ndvi_series"][d] - v) <= 1e-9 for d, v in local["ndvi_series"].items())
+    assert remote["max_abs_difference"] <= 1e-5
+
+
+def test_openeo_source_errors_are_clear_in_a_user_server(user_server):
+    """An unknown collection or a reversed time range is a ValueError naming the problem."""
+    token, server = user_server
+    code = (
+        "from cscale_extensions.openeo_local import federated_source\n"
+        "for kw in ({'collection': 'no-such'}, {'collection': 'landsat-5-tm-sr', "
+        "'time_range': '2011-01-01/2010-01-01'}):\n"
+        "    args = dict(bbox=[-106.925, 40.28, -106.904, 40.296], time_range='2008-01-01/2008-12-31')\n"
+        "    args.update(kw)\n"
+        "    try:\n"
+        "        federated_source(args.pop('collection'), **args)\n"
+        "    except ValueError as exc:\n"
+        "        print('ERR', exc)\n"
+    )
+    out = run_in_kernel(server, token, code)
+    lines = [ln for ln in out.splitlines() if ln.startswith("ERR ")]
+    assert len(lines) == 2, out
+    assert "unknown collection 'no-such'" in lines[0] and "landsat-5-tm-sr" in lines[0]
+    assert "ends before it starts" in lines[1]
