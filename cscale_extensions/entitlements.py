@@ -59,12 +59,39 @@ def memberships(
     return out
 
 
+def subgroups(
+    urns: Iterable[str] | str | None,
+    vos: Iterable[str],
+    prefixes: Iterable[str],
+    *,
+    namespace: str = "urn:mace:egi.eu:group",
+    authority: str | None = "aai.egi.eu",
+) -> set[str]:
+    """Names of the subgroups (``<vo>:<subgroup>``, any depth: the last component) of the given
+    VOs that start with one of ``prefixes``, from entitlements of the right authority."""
+    if isinstance(urns, str):
+        urns = [urns]
+    vos, prefixes = set(vos), tuple(p for p in prefixes if p)
+    out: set[str] = set()
+    if not prefixes:
+        return out
+    for urn in urns or ():
+        ent = parse(urn, namespace)
+        if ent is None or (authority is not None and ent.authority != authority):
+            continue
+        if ent.vo in vos and len(ent.groups) > 1 and ent.groups[-1].startswith(prefixes):
+            out.add(ent.groups[-1])
+    return out
+
+
 def admitted_vos(roles_by_vo: dict[str, set[str]], vos: Iterable[str]) -> list[str]:
     """The configured VOs the user is a member of (any role implies membership)."""
     return sorted(vo for vo in vos if roles_by_vo.get(vo))
 
 
-def is_admin(roles_by_vo: dict[str, set[str]], vos: Iterable[str], admin_roles: Iterable[str]) -> bool:
+def is_admin(
+    roles_by_vo: dict[str, set[str]], vos: Iterable[str], admin_roles: Iterable[str]
+) -> bool:
     """True when the user holds an admin role in one of the configured VOs."""
     admin_roles = set(admin_roles)
     return any(roles_by_vo.get(vo, set()) & admin_roles for vo in vos)

@@ -82,6 +82,8 @@ def configure_auth(c, cfg: dict[str, Any]) -> None:
     auth.auth_refresh_age = int(a["refresh_age"])
     auth.refresh_margin = max(60, 2 * int(a["refresh_age"]))
     auth.refresh_pre_spawn = bool(a["refresh_pre_spawn"])
+    if cfg.get("workshop", {}).get("group_prefix"):
+        auth.subgroup_prefixes = [cfg["workshop"]["group_prefix"]]
 
 
 def configure_local_hub(c, cfg: dict[str, Any]) -> None:

@@ -99,6 +99,13 @@ class CScaleAuthenticator(GenericOAuthenticator):
     enrollment_url = Unicode(
         "", config=True, help="Where to apply for VO membership; {vo} is replaced by the VO name."
     )
+    subgroup_prefixes = List(
+        Unicode(),
+        config=True,
+        help="VO subgroups whose name starts with one of these become hub groups too (e.g. "
+        "'workshop-': a cohort's subgroup entitlement keeps its members in the workshop group at "
+        "every login; with manage_groups the IdP is the source of every group).",
+    )
     refresh_margin = Integer(
         600,
         config=True,
@@ -178,7 +185,16 @@ class CScaleAuthenticator(GenericOAuthenticator):
         )
 
     async def get_user_groups(self, auth_state: dict) -> set[str]:
-        return set(entitlements.admitted_vos(self._roles_by_vo(auth_state), self.vos))
+        admitted = entitlements.admitted_vos(self._roles_by_vo(auth_state), self.vos)
+        user_info = auth_state.get(self.user_auth_state_key) or {}
+        cohorts = entitlements.subgroups(
+            user_info.get(self.entitlements_claim),
+            admitted,
+            self.subgroup_prefixes,
+            namespace=self.entitlement_namespace,
+            authority=self.entitlement_authority,
+        )
+        return set(admitted) | cohorts
 
     async def update_auth_model(self, auth_model: dict) -> dict:
         roles = self._roles_by_vo(auth_model["auth_state"])

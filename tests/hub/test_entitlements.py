@@ -61,3 +61,17 @@ def test_unsafe_usernames_become_safe_and_distinct(name):
     assert all(ch.isalnum() or ch in "-_" for ch in out)
     assert posix_username(name) == out  # deterministic
     assert posix_username(name + "x") != out
+
+
+def test_subgroups_with_a_prefix_of_admitted_vos_only():
+    urns = [
+        "urn:mace:egi.eu:group:vo.cscale.eu:workshop-eo101:role=member#aai.egi.eu",
+        "urn:mace:egi.eu:group:vo.cscale.eu:sub:workshop-deep:role=member#aai.egi.eu",
+        "urn:mace:egi.eu:group:vo.cscale.eu:analysts:role=member#aai.egi.eu",  # no prefix
+        "urn:mace:egi.eu:group:other.vo:workshop-x:role=member#aai.egi.eu",  # VO not admitted
+        "urn:mace:egi.eu:group:vo.cscale.eu:workshop-forged:role=member#evil.example",
+        "urn:mace:egi.eu:group:vo.cscale.eu:role=member#aai.egi.eu",  # the VO itself
+    ]
+    got = ent.subgroups(urns, ["vo.cscale.eu"], ["workshop-"])
+    assert got == {"workshop-eo101", "workshop-deep"}
+    assert ent.subgroups(urns, ["vo.cscale.eu"], []) == set()

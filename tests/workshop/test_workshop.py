@@ -125,6 +125,9 @@ def test_workshop_lifecycle(ws_stack, admin_token, cli, materials_repo):
     passwords = {r["username"]: r["password"] for r in rows}
     session = oidc_login(ws_stack.url, users[0], passwords[users[0]])
     assert session.get(ws_stack.url + "hub/api/user", timeout=30).status_code in (200, 403)
+    # the login keeps them in the cohort's group (from the cohort's subgroup entitlement)
+    assert users[0] in api.group("workshop-eo101")["users"]
+    assert "workshop-eo101" in api.user(users[0])["groups"]
 
     # prewarm all servers at a safe rate
     rc, out, err = cli("prewarm", "eo101")
