@@ -150,7 +150,7 @@ def _load(ctx: Ctx, name: str) -> tuple[Path, model.Workshop]:
 
 
 def _sync_group(api: HubAPI, ws: model.Workshop) -> None:
-    """Restore the cohort's hub group membership (a login may have reset it)."""
+    """Make the cohort's hub group hold every participant (also those not logged in yet)."""
     api.ensure_users(ws.users)
     group = api.group(ws.group)
     members = set((group or {}).get("users", []))

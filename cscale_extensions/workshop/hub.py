@@ -10,8 +10,8 @@ pre-warmed), ``Spawner.consecutive_failure_limit`` from ``workshop.consecutive_f
 ``Spawner.pre_spawn_hook`` (chained after any hook already configured) which, for a user in a
 workshop cohort that has not ended, applies the cohort's profile (environment, default_url,
 mem/cpu limits) and, at their first spawn, copies the materials into ``~/<materials_target>``.
-Cohort membership is read from the workshop files (the hub group can be reset by the
-authenticator at login, the files cannot).
+Cohort membership is read from the workshop files (the source of truth for a cohort; the hub
+group follows the cohort's subgroup entitlement at login).
 """
 
 from __future__ import annotations
