@@ -27,7 +27,7 @@ from typing import Any
 from . import settings
 from .hub import SECRET_ENV, public_url
 from .net import free_port, port_open
-from .supervisor import ChildFailed, ProcessSpec, Supervisor
+from .supervisor import ChildFailed, ProcessSpec, RestartPolicy, Supervisor
 
 log = logging.getLogger("cscale.launcher")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -250,6 +250,47 @@ class Platform:
         return "\n".join(lines)
 
 
+def restart_dead(
+    supervisor: Supervisor, policy: RestartPolicy, dead: list[tuple[ProcessSpec, int]]
+) -> bool:
+    """Restart the children that exited, as the policy allows; False when the stack must stop.
+
+    Servers and kernels run in their own process groups and outlive a crashed hub or proxy:
+    the restarted hub finds them again (``hub.cleanup_servers`` is false) and re-adds the
+    proxy's routes.
+    """
+    for spec, rc in dead:
+        allowed, count = policy.allow(spec.name)
+        print(
+            f"error: {spec.name} exited with code {rc}; last lines of its log:\n"
+            f"{supervisor.tail(spec.name)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not allowed:
+            print(
+                f"error: {spec.name} exited {count + 1} times within "
+                f"{policy.window:.0f}s (platform.restart_limit {policy.limit}): stopping the stack",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        print(
+            f"restarting {spec.name} ({count} of {policy.limit} within {policy.window:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            supervisor.restart(spec)
+        except ChildFailed as exc:
+            # e.g. the hub cannot start while the proxy is down too: the next round restarts
+            # what is dead (in start order), still within the limit
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"{spec.name} is back", file=sys.stderr, flush=True)
+    return True
+
+
 def up(config: str | None, data_dir: str | None = None, port: int | None = None) -> int:
     """Run the platform in the foreground until SIGINT/SIGTERM or a child dies."""
     overrides: dict[str, Any] = {}
@@ -278,12 +319,12 @@ def up(config: str | None, data_dir: str | None = None, port: int | None = None)
         platform = Platform(cfg)
         platform.start()
         print(platform.banner(), flush=True)
+        policy = RestartPolicy(
+            int(cfg["platform"]["restart_limit"]), float(cfg["platform"]["restart_window"])
+        )
         while True:
             dead = platform.supervisor.dead()
-            if dead:
-                for spec, rc in dead:
-                    print(f"error: {spec.name} exited with code {rc}; last lines of its log:\n"
-                          f"{platform.supervisor.tail(spec.name)}", file=sys.stderr, flush=True)
+            if dead and not restart_dead(platform.supervisor, policy, dead):
                 code = 1
                 break
             time.sleep(0.5)

@@ -1,8 +1,8 @@
 """Start, watch and stop the processes of the local stack.
 
 Each process is described by a :class:`ProcessSpec`. The :class:`Supervisor` starts them
-in order (waiting for each to be ready), watches them, reports a child that dies, and on
-stop terminates them in reverse order, each in its own process group, escalating to
+in order (waiting for each to be ready), watches them, restarts a child that exits (within a
+:class:`RestartPolicy`; the launcher decides), and on stop terminates them in reverse order, each in its own process group, escalating to
 SIGKILL after a grace period. Every child carries ``CSCALE_STACK_ID`` in its environment;
 :func:`stack_processes` finds anything of a stack that is still alive (e.g. user servers
 or Dask workers started by the hub) so that shutdown can leave no orphan.
@@ -50,6 +50,26 @@ class ChildFailed(RuntimeError):
     """A child exited or did not become ready."""
 
 
+class RestartPolicy:
+    """Restart a child that exits, at most ``limit`` times per child within ``window`` seconds
+    (like a service manager's restart limit); beyond that the stack stops."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self.history: dict[str, list[float]] = {}
+
+    def allow(self, name: str) -> tuple[bool, int]:
+        """Whether ``name`` may be restarted now, and how many restarts that makes in the window."""
+        now = self.clock()
+        recent = [t for t in self.history.get(name, []) if now - t < self.window]
+        if len(recent) >= self.limit:
+            self.history[name] = recent
+            return False, len(recent)
+        recent.append(now)
+        self.history[name] = recent
+        return True, len(recent)
+
+
 class Supervisor:
     """Runs a list of :class:`ProcessSpec` as one stack."""
 
@@ -70,9 +90,9 @@ class Supervisor:
         except OSError:
             return ""
 
-    def start(self, spec: ProcessSpec) -> subprocess.Popen:
+    def start(self, spec: ProcessSpec, prestart: bool = True) -> subprocess.Popen:
         """Start one process and wait until it is ready; raise ChildFailed otherwise."""
-        if spec.prestart:
+        if prestart and spec.prestart:
             spec.prestart()
         env = {**self.base_env, **spec.env}
         logf = open(self.log_path(spec.name), "ab")  # noqa: SIM115 (kept open for the child)
@@ -114,6 +134,14 @@ class Supervisor:
     def start_all(self, specs: Iterable[ProcessSpec]) -> None:
         for spec in specs:
             self.start(spec)
+
+    def restart(self, spec: ProcessSpec) -> subprocess.Popen:
+        """Start an exited child again the same way (its ``prestart`` already ran once)."""
+        old = [(s, p) for s, p in self.children if s is spec]
+        for entry in old:
+            _terminate(spec.name, entry[1], spec.stop_signal, spec.stop_timeout)
+            self.children.remove(entry)
+        return self.start(spec, prestart=False)
 
     def dead(self) -> list[tuple[ProcessSpec, int]]:
         """Children that have exited, with their exit codes."""

@@ -1,0 +1,118 @@
+"""The launcher restarts a stack process that exits (platform.restart_limit / restart_window):
+a crashed hub or proxy comes back by itself and the user's server, kernel state and files
+survive; past the limit the whole stack stops with a message naming the process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from cscale_extensions.supervisor import RestartPolicy, alive
+from cscale_extensions.testing import LocalStack, run_in_kernel
+
+pytestmark = pytest.mark.slow
+
+LEAN = {
+    "federation": {"embedded_sites": False},
+    "eomqs": {"enabled": False},
+    "runs": {"enabled": False},
+    "dask_gateway": {"enabled": False},
+}
+
+
+def test_policy_counts_restarts_per_process_within_the_window():
+    now = [0.0]
+    policy = RestartPolicy(limit=2, window=60, clock=lambda: now[0])
+    assert policy.allow("hub") == (True, 1)
+    assert policy.allow("proxy") == (True, 1)
+    now[0] = 10
+    assert policy.allow("hub") == (True, 2)
+    assert policy.allow("hub") == (False, 2)
+    now[0] = 65  # the first restart left the window
+    assert policy.allow("hub") == (True, 2)
+    assert RestartPolicy(limit=0, window=60).allow("hub") == (False, 0)
+
+
+def _child_pid(stack: LocalStack, argv_part: str) -> int:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[-1].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == stack.proc.pid and argv_part in cmd and fields[0] != "Z":
+            return int(entry.name)
+    raise LookupError(f"no child of the launcher runs {argv_part!r}")
+
+
+def _wait(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except (requests.RequestException, LookupError):
+            pass
+        time.sleep(1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def stack():
+    st = LocalStack(config=LEAN).start()
+    try:
+        yield st
+    finally:
+        assert st.finish() == [], "processes of the stack survived its stop"
+
+
+def test_crashed_hub_and_proxy_come_back_and_nothing_is_lost(stack):
+    user = stack.add_user("rs")
+    token = stack.api_token(user)
+    server = stack.url.rstrip("/") + stack.start_server(token, user)["url"]
+    run_in_kernel(server, token, "open('keep.txt', 'w').write('kept')")
+    api = stack.api(token)
+
+    def server_answers() -> bool:
+        return api.get(server + "api/status", timeout=10).status_code == 200
+
+    def hub_answers() -> bool:
+        return api.get(stack.url + "hub/api/user", timeout=10).status_code == 200
+
+    for name, argv_part in (("hub", "jupyterhub -f"), ("proxy", "configurable-http-proxy")):
+        pid = _child_pid(stack, argv_part)
+        os.kill(pid, signal.SIGKILL)
+        assert _wait(lambda p=pid, a=argv_part: _child_pid(stack, a) != p, 120), (
+            f"the launcher did not restart the {name}:\n{stack.log()}"
+        )
+        assert stack.proc.poll() is None, f"the stack stopped after the {name} crash"
+        assert _wait(hub_answers, 180), f"the hub does not answer after the {name} crash"
+        assert _wait(server_answers, 120), (
+            f"the user's server is unreachable after the {name} crash"
+        )
+        assert f"restarting {name}" in stack.log(200)
+    model = api.get(stack.url + f"hub/api/users/{user}", timeout=30).json()
+    assert model["servers"][""]["ready"]
+    assert run_in_kernel(server, token, "print(open('keep.txt').read())").strip() == "kept"
+
+
+def test_past_the_limit_the_stack_stops_and_says_why():
+    st = LocalStack(config={**LEAN, "platform": {"restart_limit": 0}}).start()
+    try:
+        pid = _child_pid(st, "configurable-http-proxy")
+        os.kill(pid, signal.SIGKILL)
+        st.proc.wait(120)
+        assert st.proc.returncode == 1
+        out = st.log(200)
+        assert "proxy exited with code -9" in out and "platform.restart_limit 0" in out
+        assert not alive(pid)
+    finally:
+        assert st.finish() == []
