@@ -11,7 +11,9 @@ from the hub is always usable.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -20,6 +22,7 @@ from functools import cache
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
@@ -47,6 +50,33 @@ def _oauth_error(exc: HTTPClientError) -> str:
         return str(json.loads(exc.response.body).get("error") or "refused")[:60]
     except (AttributeError, TypeError, ValueError):
         return "refused"
+
+
+def request_nonce(secret: bytes, state: str) -> str:
+    """The OIDC ``nonce`` of the authorization request carrying ``state``.
+
+    Derived from the OAuth state with the hub's cookie secret, so the callback can recompute
+    it (the state itself is checked against the browser's state cookie first): an ID token
+    minted for another authorization request, e.g. injected or replayed, does not match.
+    """
+    mac = hmac.new(secret, b"cscale-oidc-nonce:" + state.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def _cookie_secret(handler) -> bytes:
+    secret = handler.settings.get("cookie_secret") or b""
+    return secret.encode() if isinstance(secret, str) else bytes(secret)
+
+
+class NonceLoginHandler(OAuthLoginHandler):
+    """OAuthenticator's login handler, adding an OIDC ``nonce`` bound to the request's state."""
+
+    def authorize_redirect(self, *args: Any, **kwargs: Any) -> None:
+        extra = dict(kwargs.get("extra_params") or {})
+        if "openid" in (kwargs.get("scope") or []) and extra.get("state"):
+            extra["nonce"] = request_nonce(_cookie_secret(self), extra["state"])
+        kwargs["extra_params"] = extra
+        super().authorize_redirect(*args, **kwargs)
 
 
 @cache
@@ -122,6 +152,7 @@ class CScaleAuthenticator(GenericOAuthenticator):
         "is refused when the scopes include openid.",
     )
     id_token_leeway = Integer(60, config=True, help="Seconds of clock skew allowed on ID tokens.")
+    login_handler = NonceLoginHandler
 
     def _discovered(self, key: str) -> str:
         if not self.oidc_issuer:
@@ -260,6 +291,18 @@ class CScaleAuthenticator(GenericOAuthenticator):
                 f"The sign-in could not be verified ({exc}). Log in again; if this "
                 "persists, tell the operator of this hub.",
             ) from None
+        if params.get("grant_type") == "authorization_code":
+            state = handler.get_state_url() if hasattr(handler, "get_state_url") else ""
+            expected = request_nonce(_cookie_secret(handler), state) if state else None
+            if expected is None or not hmac.compare_digest(
+                str(claims.get("nonce", "")), expected
+            ):
+                self.log.warning("Refused an ID token from %s: nonce mismatch", self.token_url)
+                raise web.HTTPError(
+                    403,
+                    "The sign-in could not be verified (the ID token was not issued for this "
+                    "sign-in). Log in again.",
+                )
         token_info["id_token_claims"] = claims
         return token_info
 
