@@ -46,7 +46,13 @@ import requests
 
 from cscale_extensions.launcher import REPO_ROOT as REPO
 from cscale_extensions.net import free_port
-from cscale_extensions.testing import LocalStack, oidc_login, run_in_kernel, xsrf_headers
+from cscale_extensions.testing import (
+    LocalStack,
+    LoginRefused,
+    oidc_login,
+    run_in_kernel,
+    xsrf_headers,
+)
 from cscale_extensions.workshop.hubapi import HubAPI
 from cscale_extensions.workshop.prewarm import prewarm
 
@@ -149,18 +155,41 @@ class VanillaHub:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+#: how long a participant's browser waits for one page (browsers wait minutes; 30 s, the
+#: first version of this client, cut off logins the hub was still answering under a storm)
+PAGE_TIMEOUT = 120
+
+
+def _spawn_refused_for_now(r: requests.Response) -> bool:
+    """The login worked but its redirect to the spawn page got JupyterHub's 429 ("too many
+    users trying to log in right now, try again in N seconds"): the participant is logged in
+    and tries again later, as a person reloading that page would."""
+    return r.status_code == 429 and "/hub/" in r.url
+
+
 def form_login(hub_url: str, username: str, password: str) -> requests.Session:
     """DummyAuthenticator's login form (with its XSRF cookie), as a browser posts it."""
     s = requests.Session()
-    s.get(urljoin(hub_url, "hub/login"), timeout=30)
+    s.get(urljoin(hub_url, "hub/login"), timeout=PAGE_TIMEOUT)
     xsrf = next((c.value for c in s.cookies if c.name == "_xsrf"), "")
     r = s.post(
         urljoin(hub_url, "hub/login"),
         data={"username": username, "password": password, "_xsrf": xsrf},
-        timeout=30,
+        timeout=PAGE_TIMEOUT,
     )
-    if r.status_code >= 400:
+    if r.status_code >= 400 and not _spawn_refused_for_now(r):
         raise RuntimeError(f"login refused: HTTP {r.status_code}")
+    return s
+
+
+def platform_login(hub_url: str, username: str, password: str) -> requests.Session:
+    """The real OIDC flow (embedded provider's login form), as a browser follows it."""
+    s = requests.Session()
+    try:
+        oidc_login(hub_url, username, password, session=s, timeout=PAGE_TIMEOUT)
+    except LoginRefused as exc:
+        if not _spawn_refused_for_now(exc.response):
+            raise
     return s
 
 
@@ -196,7 +225,7 @@ def participant(hub: str, hub_url: str, user: str, password: str, timeout: float
     stage = "login"
     try:
         s = (
-            oidc_login(hub_url, user, password)
+            platform_login(hub_url, user, password)
             if hub == "platform"
             else form_login(hub_url, user, password)
         )
@@ -222,7 +251,7 @@ def participant(hub: str, hub_url: str, user: str, password: str, timeout: float
             r = s.post(
                 urljoin(hub_url, f"hub/api/users/{quote(user)}/server"),
                 headers=xsrf_headers(s),
-                timeout=60,
+                timeout=PAGE_TIMEOUT,
             )
             out["spawn_posts"] = out.get("spawn_posts", 0) + 1
             if r.status_code not in (201, 202, 400, 429, 500):
@@ -236,7 +265,7 @@ def participant(hub: str, hub_url: str, user: str, password: str, timeout: float
             urljoin(hub_url, f"hub/api/users/{quote(user)}/tokens"),
             json={"note": "storm", "expires_in": 3600},
             headers=xsrf_headers(s),
-            timeout=30,
+            timeout=PAGE_TIMEOUT,
         )
         r.raise_for_status()
         server_url = urljoin(hub_url, path)
