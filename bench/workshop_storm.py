@@ -358,6 +358,7 @@ def main() -> int:
         "hub": {"concurrent_spawn_limit": args.spawn_limit},
         "spawner": {"start_timeout": args.start_timeout, "http_timeout": args.http_timeout},
         "culler": {"timeout": 3600},
+        "workshop": {"account_digits": max(2, len(str(args.users)))},
     }
     if args.lean:
         cfg.update(

@@ -77,6 +77,7 @@ def configure_auth(c, cfg: dict[str, Any]) -> None:
     auth.admin_users = set(cfg["hub"]["admin_users"])
     auth.discovery_timeout = int(a["http_timeout"])
     auth.http_request_kwargs = {"request_timeout": float(a["http_timeout"])}
+    auth.http_max_connections = int(a["http_max_connections"])
     auth.login_service = "EGI Check-in" if "aai.egi.eu" in a["issuer"] else "C-SCALE identity provider"
     auth.enable_auth_state = True
     auth.auth_refresh_age = int(a["refresh_age"])

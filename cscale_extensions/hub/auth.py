@@ -24,7 +24,7 @@ from typing import Any
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import entitlements
@@ -152,7 +152,17 @@ class CScaleAuthenticator(GenericOAuthenticator):
         "is refused when the scopes include openid.",
     )
     id_token_leeway = Integer(60, config=True, help="Seconds of clock skew allowed on ID tokens.")
+    http_max_connections = Integer(
+        100,
+        config=True,
+        help="Requests to the issuer made at once (tornado's shared client allows 10; queued "
+        "requests count against their timeout, which fails sign-ins during a login storm).",
+    )
     login_handler = NonceLoginHandler
+
+    @default("http_client")
+    def _http_client_default(self):
+        return AsyncHTTPClient(force_instance=True, max_clients=self.http_max_connections)
 
     def _discovered(self, key: str) -> str:
         if not self.oidc_issuer:
@@ -307,8 +317,22 @@ class CScaleAuthenticator(GenericOAuthenticator):
         return token_info
 
     async def token_to_user(self, token_info):
-        """userinfo, checked to be about the subject of the verified ID token."""
-        user_info = await super().token_to_user(token_info)
+        """userinfo, checked to be about the subject of the verified ID token.
+
+        An unreachable or failing userinfo endpoint is a 503 page, a refused one a 403 page."""
+        try:
+            user_info = await super().token_to_user(token_info)
+        except HTTPClientError as exc:
+            if exc.code >= 500:  # 599: timeout or no answer
+                self.log.warning("userinfo endpoint %s failed: %s", self.userdata_url, exc)
+                raise IdpUnavailable() from None
+            self.log.info("userinfo endpoint %s refused the request: %s", self.userdata_url, exc)
+            raise web.HTTPError(
+                403, "The identity provider refused to describe this sign-in; log in again."
+            ) from None
+        except OSError as exc:
+            self.log.warning("userinfo endpoint %s unreachable: %s", self.userdata_url, exc)
+            raise IdpUnavailable() from None
         claims = token_info.get("id_token_claims")
         if claims and user_info.get("sub") != claims.get("sub"):
             self.log.warning(
