@@ -46,16 +46,6 @@ class SearchOutcome:
     queried: list[Cursor]
 
 
-def _skip_missing_sniffio() -> None:
-    """httpcore tries ``import sniffio`` on every request; when it is not installed each failed
-    import searches sys.path again (~15 ms per federated search). Remember it is absent."""
-    import importlib.util
-    import sys
-
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
 class Federation:
     """Everything EO-MQS knows about its sites; one per app."""
 
@@ -79,7 +69,6 @@ class Federation:
         self.fingerprint = hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     async def start(self) -> None:
-        _skip_missing_sniffio()
         limits = httpx.Limits(
             max_connections=self.s["max_connections"],
             max_keepalive_connections=self.s["max_connections"],
