@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from jupyterhub.services.auth import HubAuth
+from sqlalchemy import exc as sa_exc
 from tornado.web import HTTPError as TornadoHTTPError
 
 from .dispatcher import Dispatcher, next_fire, run_dir
@@ -155,6 +156,24 @@ def create_app(
     app.state.hub_auth = hub_auth
     app.state.servers = servers
     app.state.dispatcher = dispatcher
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    async def _database_down(request: Request, exc: Exception):
+        log.warning(
+            "the run database is unavailable (%s %s): %s",
+            request.method,
+            request.url.path,
+            str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300],
+        )
+        return JSONResponse(
+            {
+                "detail": "the runs service cannot reach its database right now; nothing was "
+                "changed by this request and runs already recorded are kept. Try again shortly."
+            },
+            status_code=503,
+            headers={"Retry-After": "10"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from croniter import croniter
+from sqlalchemy import exc as sa_exc
 
 from . import executor as ex
 from .store import ACTIVE, TERMINAL, Store
@@ -34,6 +35,11 @@ LAUNCHER_IDLE = 120.0
 
 def next_fire(cron: str, after: float) -> float:
     return croniter(cron, datetime.fromtimestamp(after)).get_next(float)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def run_dir(run_id: str) -> str:
@@ -70,6 +76,10 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 await self.tick()
+            except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                # the database is down: executors go on in the users' servers and write
+                # their status there; following them resumes when the database is back
+                log.warning("run database unavailable, retrying: %s", _first_line(exc))
             except Exception:
                 log.exception("runs dispatcher tick failed; retrying")
             with contextlib.suppress(TimeoutError):

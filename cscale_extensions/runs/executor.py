@@ -11,12 +11,19 @@
 
 A ``cancel`` file in RUN_DIR, or the run's timeout, interrupts the kernel (SIGINT, then SIGKILL
 after a grace period). A ``claim`` file created exclusively makes a second launch a no-op.
+
+A full disk loses nothing already written: every save of the output notebook goes to a
+temporary file that replaces the previous save only when complete, and a small reserve file
+made at the start is given up so the final status (``failed``, "the disk is full …") can
+still be written. While it runs the executor keeps a marker in ``runs/.active`` (see
+:mod:`.active`) so the idle culler does not stop its server.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -27,20 +34,66 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .active import marked
+
 STATUS = "status.json"
 OUTPUT = "output.ipynb"
 INPUT = "input.ipynb"
 SPEC = "spec.json"
 CANCEL = "cancel"
 CLAIM = "claim"
+RESERVE = ".reserve"
+RESERVE_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 5.0
 KILL_GRACE_SECONDS = 5.0
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``:
+    a failure (e.g. a full disk) leaves the previous content of ``path`` as it was."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    replace_text(path, json.dumps(data))
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is "no space left" or "quota exceeded"."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _save_outputs_atomically() -> None:
+    """Make papermill save local notebooks with :func:`replace_text` (its own handler
+    truncates the file first, so a failed save destroyed the previous one)."""
+    from papermill.iorw import LocalHandler, papermill_io
+
+    class ReplacingLocalHandler(LocalHandler):
+        def write(self, buf: str, path: str) -> None:
+            target = Path(self._cwd or ".", path) if not os.path.isabs(path) else Path(path)
+            if not target.parent.exists():
+                raise FileNotFoundError(f"output folder {target.parent} doesn't exist.")
+            replace_text(target, buf)
+
+    papermill_io._handlers = [
+        (scheme, ReplacingLocalHandler() if scheme == "local" else handler)
+        for scheme, handler in papermill_io._handlers
+    ]
 
 
 class Reporter:
@@ -65,7 +118,17 @@ class Reporter:
     def write(self, **changes: Any) -> None:
         with self.lock:
             self.status.update(changes, heartbeat=time.time())
-            write_json_atomic(self.path, self.status)
+            try:
+                write_json_atomic(self.path, self.status)
+            except OSError as exc:
+                # a full disk: a heartbeat or progress update that cannot be written is
+                # skipped; for the final status the reserve file is given up to make room
+                if not disk_full(exc):
+                    raise
+                if "state" not in changes:
+                    return
+                self.path.with_name(RESERVE).unlink(missing_ok=True)
+                write_json_atomic(self.path, self.status)
 
     def plan(self, cells: list[Any]) -> None:
         """Number the code cells of the (parameterised) notebook for progress."""
@@ -160,6 +223,13 @@ def execute(run_dir: Path, root: Path) -> str:
         return "claimed"
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
+    with contextlib.suppress(OSError):  # room for the final status if the disk fills up
+        (run_dir / RESERVE).write_bytes(b"\0" * RESERVE_BYTES)
+    with marked(root, run_dir.name):
+        return _execute(run_dir, root)
+
+
+def _execute(run_dir: Path, root: Path) -> str:
     reporter = Reporter(run_dir)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
@@ -186,6 +256,7 @@ def execute(run_dir: Path, root: Path) -> str:
         from papermill.exceptions import PapermillExecutionError
 
         papermill_engines.register("cscale-progress", _engine(reporter))
+        _save_outputs_atomically()
         try:
             papermill.execute_notebook(
                 str(source),
@@ -224,9 +295,30 @@ def execute(run_dir: Path, root: Path) -> str:
             watchdog.stopped.set()
     if state == "timeout":
         message = "the run exceeded its timeout; " + message
+    elif state == "failed" and disk_full_error(error, message):
+        saved = (run_dir / OUTPUT).exists()
+        message = (
+            "the disk is full (no space left or quota exceeded): "
+            + (
+                "the output notebook keeps everything saved before that"
+                if saved
+                else "no output notebook could be saved"
+            )
+            + "; free some space and run again. "
+            + message
+        )
     reporter.write(state=state, error=error, message=message, finished=time.time())
-    print(f"run finished: {state} {message}", flush=True)
+    with contextlib.suppress(OSError):
+        (run_dir / RESERVE).unlink()
+    with contextlib.suppress(OSError):  # the log may be on the full disk too
+        print(f"run finished: {state} {message}", flush=True)
     return state
+
+
+def disk_full_error(error: dict[str, Any] | None, message: str) -> bool:
+    """Whether the run's failure was the disk filling up (the exception is gone by now)."""
+    text = f"{(error or {}).get('evalue', '')} {message}"
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,8 @@ def test_singleuser_is_the_locked_environment_with_notebooks():
     defaults = settings.defaults()["kubernetes"]
     copies = [a for i, a in ins if i == "COPY"]
     assert any(c.endswith(f"workflow_notebooks {defaults['notebooks_image_dir']}") for c in copies)
+    # the server settings (activity extension, contents manager) are data files of the package
+    assert "share ./share" in copies
     users = [a for i, a in ins if i == "USER"]
     assert users[-1] == str(defaults["uid"])
     assert any(f"--uid {defaults['uid']} --gid {defaults['fs_gid']}" in r for r in runs)

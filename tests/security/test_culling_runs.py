@@ -1,0 +1,90 @@
+"""The idle culler and headless runs, on a stack of its own (`cscale-hub up`, 30 s cull timeout).
+
+A headless run executes in the user's `runs` server as a detached papermill process with a
+kernel of its own: nothing the server's kernel manager sees, and no traffic while the runs
+service is not polling. The server must still not be culled while the run executes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cscale_extensions.runs.testhub import Runs, notebook
+from cscale_extensions.testing import LocalStack
+
+pytestmark = pytest.mark.slow
+rel = pytest.mark.reliability
+CULL_TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def stack():
+    st = LocalStack(
+        config={
+            "culler": {"timeout": CULL_TIMEOUT, "every": 5, "activity_interval": 5},
+            "federation": {"embedded_sites": False},
+            "eomqs": {"enabled": False},
+            "dask_gateway": {"enabled": False},
+        }
+    ).start()
+    try:
+        yield st
+    finally:
+        st.stop()
+
+
+def runs_service_pid(stack: LocalStack) -> int:
+    """The runs service the hub started for this stack."""
+    needle = str(stack.state_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"cscale_extensions.runs\0" in cmd and needle in cmd:
+            return int(entry.name)
+    raise LookupError("no runs service process of this stack")
+
+
+def _servers(stack: LocalStack, token: str, user: str) -> dict:
+    return stack.api(token).get(stack.url + f"hub/api/users/{user}", timeout=30).json()["servers"]
+
+
+@rel(
+    injected=f"idle culler at {CULL_TIMEOUT} s; a silent {4 * CULL_TIMEOUT} s headless run; "
+    "the runs service frozen (SIGSTOP) for most of it, so nothing polls the server",
+    expected="the runs server is not culled while the run executes (an idle server of the same "
+    "stack is); the run succeeds",
+)
+def test_culler_spares_the_server_of_a_running_headless_run(stack):
+    user = stack.add_user("cullrun")
+    idle_user = stack.add_user("cullidle")
+    token, idle_token = stack.api_token(user), stack.api_token(idle_user)
+    stack.start_server(idle_token, idle_user)  # the control: idle, must be culled
+    runs = Runs(stack.url + "services/runs/", token)
+    nb = notebook(f"import time; time.sleep({4 * CULL_TIMEOUT})", "print('finished')")
+    run = runs.wait(runs.ok("POST", "runs", json={"notebook": nb})["id"], states=("running",))
+    pid = runs_service_pid(stack)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        culled_idle = False
+        while time.monotonic() - t0 < 3 * CULL_TIMEOUT:
+            assert "runs" in _servers(stack, token, user), (
+                f"the runs server was culled {time.monotonic() - t0:.0f} s into the freeze "
+                "while its run was executing"
+            )
+            culled_idle = culled_idle or "" not in _servers(stack, idle_token, idle_user)
+            time.sleep(3)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert culled_idle, "the idle control server was not culled: the culler did not run"
+    done = runs.wait(run["id"], timeout=6 * CULL_TIMEOUT)
+    assert done["state"] == "succeeded", done
