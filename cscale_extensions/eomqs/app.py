@@ -12,13 +12,13 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict
 
 from . import errors
-from .collections import API_RELS
+from .collections import STAC_VERSION
 from .errors import ApiError
 from .federation import Federation, SearchOutcome
+from .links import absolute
 from .paging_token import TokenSigner
 from .validation import SearchParams, parse_search
 
-STAC_VERSION = "1.0.0"
 CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/core",
     "https://api.stacspec.org/v1.0.0/collections",
@@ -144,7 +144,7 @@ def create_app(
             link("root", b),
             link("parent", b),
             link("items", f"{b}collections/{cid}/items", GEOJSON),
-            *coll.get("links", []),
+            *absolute(coll.get("links", []), b),
         ]
         return out
 
@@ -152,11 +152,7 @@ def create_app(
         out = dict(item)
         cid = quote(str(item.get("collection", "")), safe="")
         iid = quote(item["id"], safe="")
-        keep = [
-            ln
-            for ln in item.get("links") or []
-            if isinstance(ln, dict) and ln.get("rel") not in API_RELS
-        ]
+        keep = absolute(fed.links.public(item.get("links")), b)
         links = [link("self", f"{b}collections/{cid}/items/{iid}", GEOJSON), link("root", b)]
         if item.get("collection"):
             links += [

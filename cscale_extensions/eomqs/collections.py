@@ -3,32 +3,20 @@
 A collection id held by several sites is ONE logical collection: its metadata comes from the first
 site in ``federation.sites`` order that holds it, its extents are the union of all, and
 ``federation:sites`` lists every site serving it (in configuration order); each serving site is
-also added to ``providers`` with the role ``host``.
+also added to ``providers`` with the role ``host``. Links and provider URLs that point into a site
+are rewritten or dropped (links.py): users reach the sites' metadata through EO-MQS only.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import urljoin
 
-#: link relations that point into a site's own API and are replaced by EO-MQS links
-API_RELS = {
-    "self",
-    "root",
-    "parent",
-    "child",
-    "item",
-    "items",
-    "next",
-    "prev",
-    "previous",
-    "queryables",
-    "aggregate",
-    "aggregations",
-    "collection",
-    "search",
-    "data",
-}
+from .links import SiteLinks
+
+#: the STAC version of EO-MQS's landing page and collections (conformance URIs stay v1.0.0)
+STAC_VERSION = "1.1.0"
 
 
 def _union_bbox(boxes: list[list[float]]) -> list[float]:
@@ -79,9 +67,10 @@ def _extent(colls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def merge_collections(
-    per_site: list[tuple[Any, list[dict[str, Any]]]],
+    per_site: list[tuple[Any, list[dict[str, Any]]]], links: SiteLinks
 ) -> dict[str, dict[str, Any]]:
-    """``[(site, [collection, ...]), ...]`` in configuration order -> merged collections by id."""
+    """``[(site, [collection, ...]), ...]`` in configuration order -> merged collections by id;
+    ``links`` knows every site's address (their links are rewritten or dropped)."""
     by_id: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for site, colls in per_site:
         for c in colls:
@@ -91,7 +80,9 @@ def merge_collections(
         holders = by_id[cid]
         merged = copy.deepcopy(holders[0][1])
         merged["type"] = "Collection"
-        merged.setdefault("stac_version", "1.0.0")
+        merged["stac_version"] = (
+            STAC_VERSION  # one version across EO-MQS (1.0 documents are valid 1.1)
+        )
         merged.setdefault("description", merged.get("title") or cid)
         merged.setdefault("license", "other")
         if len(holders) > 1 or not isinstance(merged.get("extent"), dict):
@@ -105,14 +96,27 @@ def merge_collections(
                     names.add(p.get("name"))
         for site, _ in holders:
             if site.title not in names:
-                providers.append({"name": site.title, "roles": ["host"], "url": site.url})
+                providers.append({"name": site.title, "roles": ["host"]})
                 names.add(site.title)
-        merged["providers"] = providers
+        merged["providers"] = [_public_provider(p, links) for p in providers]
         merged["federation:sites"] = [site.name for site, _ in holders]
-        merged["links"] = [
-            ln
-            for ln in merged.get("links") or []
-            if isinstance(ln, dict) and ln.get("rel") not in API_RELS
-        ]
+        merged["links"] = links.public(merged.get("links"), _doc_url(*holders[0]))
         out[cid] = merged
     return out
+
+
+def _public_provider(provider: dict[str, Any], links: SiteLinks) -> dict[str, Any]:
+    """The provider without a ``url`` that points into a site (users cannot reach it)."""
+    url = provider.get("url")
+    if isinstance(url, str) and links.is_site_url(url):
+        return {k: v for k, v in provider.items() if k != "url"}
+    return provider
+
+
+def _doc_url(site: Any, coll: dict[str, Any]) -> str:
+    """Where the collection document of ``site`` lives (to resolve its relative links)."""
+    for ln in coll.get("links") or []:
+        if isinstance(ln, dict) and ln.get("rel") == "self" and isinstance(ln.get("href"), str):
+            return urljoin(site.url, ln["href"])
+    caps = getattr(site, "caps", None)
+    return caps.collections_href if caps else site.url

@@ -14,6 +14,7 @@ import httpx
 
 from .collections import merge_collections
 from .errors import ApiError, bad_request
+from .links import SiteLinks
 from .merge import Cursor, Merger, PageResult
 from .paging_token import TokenSigner
 from .sites import (
@@ -54,6 +55,7 @@ class Federation:
     ):
         self.sites = [Site.from_config(e) for e in site_entries]
         self.by_name = {s.name: s for s in self.sites}
+        self.links = SiteLinks(s.url for s in self.sites)
         self.s = settings
         self.signer = signer
         self.client: httpx.AsyncClient | None = None
@@ -142,7 +144,7 @@ class Federation:
                     raise res
                 else:
                     per_site.append((site, res))
-            self._colls = CollectionsView(merge_collections(per_site), missing, stale)
+            self._colls = CollectionsView(merge_collections(per_site, self.links), missing, stale)
             self._colls_at = time.monotonic()
             return self._colls
 
