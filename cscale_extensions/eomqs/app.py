@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import errors
 from .collections import STAC_VERSION
@@ -18,6 +19,11 @@ from .federation import Federation, SearchOutcome
 from .links import absolute
 from .paging_token import TokenSigner
 from .validation import SearchParams, parse_search
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
 
 CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/core",
@@ -40,11 +46,32 @@ class FastJSON(JSONResponse):
     """JSON rendered with orjson when it is installed (large pages of items)."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            import orjson
-        except ImportError:  # pragma: no cover
+        if orjson is None:  # pragma: no cover
             return super().render(content)
         return orjson.dumps(content)
+
+
+class BodyLimit:
+    """ASGI middleware: a 413 JSON error for a declared body larger than ``max_body`` bytes
+    (plain ASGI: Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, max_body: int):
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = "0"
+            for k, v in scope["headers"]:
+                if k == b"content-length":
+                    size = v.decode("latin-1")
+            if not size.isdigit() or int(size) > self.max_body:
+                body = {
+                    "code": "RequestTooLarge",
+                    "description": f"the request body exceeds {self.max_body} bytes",
+                }
+                await FastJSON(body, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class SearchBody(BaseModel):
@@ -95,18 +122,7 @@ def create_app(
     errors.install(app)
     max_body = 64 * 1024 + 64 * settings["max_intersects_vertices"]
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        size = request.headers.get("content-length", "0")
-        if not size.isdigit() or int(size) > max_body:
-            return FastJSON(
-                {
-                    "code": "RequestTooLarge",
-                    "description": f"the request body exceeds {max_body} bytes",
-                },
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=max_body)
 
     router = APIRouter(prefix=prefix.rstrip("/"))
 

@@ -10,8 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from .client import HttpClient
 from .collections import merge_collections
 from .errors import ApiError, bad_request
 from .links import SiteLinks
@@ -58,7 +57,7 @@ class Federation:
         self.links = SiteLinks(s.url for s in self.sites)
         self.s = settings
         self.signer = signer
-        self.client: httpx.AsyncClient | None = None
+        self.client = HttpClient(settings["max_connections"])
         self.cache = PageCache(settings["page_cache_ttl"], settings["page_cache_size"])
         self.sorted_cache = PageCache(settings["page_cache_ttl"], 16)
         self._site_colls: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -71,11 +70,7 @@ class Federation:
         self.fingerprint = hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     async def start(self) -> None:
-        limits = httpx.Limits(
-            max_connections=self.s["max_connections"],
-            max_keepalive_connections=self.s["max_connections"],
-        )
-        self.client = httpx.AsyncClient(limits=limits, follow_redirects=True)
+        await self.client.start()
         self._watch = asyncio.ensure_future(self._watch_health())
 
     async def _watch_health(self) -> None:
@@ -95,12 +90,10 @@ class Federation:
             await asyncio.gather(watch, return_exceptions=True)
         for task in list(self._prefetching):
             task.cancel()
-        if self.client is not None:
-            await self.client.aclose()
+        await self.client.close()
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        assert self.client is not None, "Federation.start() was not awaited"
+    def http(self) -> HttpClient:
         return self.client
 
     # -- collections ------------------------------------------------------------------------

@@ -19,8 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from .client import HttpClient
 from .errors import bad_request
 from .ordering import Key, full_sort, key_function
 from .sites import Page, PageCache, Request, Site, SiteFailure, fetch_page
@@ -66,7 +65,7 @@ class Merger:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         cache: PageCache,
         sorted_cache: PageCache,
         params: SearchParams,
@@ -272,6 +271,8 @@ class Merger:
         if len(todo) == 1:
             await self._ensure(todo[0])
         elif todo:
+            # the slowest sites first: their requests leave before the others' are prepared
+            todo.sort(key=lambda c: -c.site.latency)
             await asyncio.gather(*(self._ensure(c) for c in todo))
 
     # -- the page ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin
 
-import httpx
+from .client import HttpClient, RequestFailed, RequestTimeout
 
 try:  # orjson parses large pages several times faster; json is the fallback
     from orjson import loads
@@ -73,6 +73,7 @@ class Site:
     search_method: str
     caps: Capabilities | None = None
     health: Health | None = None
+    latency: float = 0.0  # recent time of a search page (moving average), to ask slow sites first
     _caps_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -89,7 +90,7 @@ class Site:
 
 
 async def _json_request(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     site: Site,
     method: str,
     url: str,
@@ -100,22 +101,19 @@ async def _json_request(
     """One request to ``site`` answered with JSON, within the site's timeout."""
     headers = {"Accept": "application/json, application/geo+json", **site.headers}
     try:
-        resp = await asyncio.wait_for(
-            client.request(
-                method, url, json=body, params=params, headers=headers, timeout=site.timeout
-            ),
-            site.timeout,
+        status, content = await client.request(
+            method, url, body=body, params=params, headers=headers, timeout=site.timeout
         )
-    except (TimeoutError, httpx.TimeoutException):
-        raise SiteFailure("timeout", f"no answer within {site.timeout:g} s") from None
-    except httpx.HTTPError as exc:
-        raise SiteFailure("unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None
-    if allow_404 and resp.status_code == 404:
+    except RequestTimeout as exc:
+        raise SiteFailure("timeout", str(exc)) from None
+    except RequestFailed as exc:
+        raise SiteFailure("unreachable", str(exc)) from None
+    if allow_404 and status == 404:
         return None
-    if resp.status_code >= 400:
-        raise SiteFailure(f"http {resp.status_code}", resp.text[:200])
+    if status >= 400:
+        raise SiteFailure(f"http {status}", content[:200].decode("utf-8", "replace"))
     try:
-        return loads(resp.content)
+        return loads(content)
     except (ValueError, UnicodeDecodeError):
         raise SiteFailure("invalid response", "the answer is not JSON") from None
 
@@ -129,7 +127,7 @@ def _link(doc: dict[str, Any], rel: str) -> list[dict[str, Any]]:
     ]
 
 
-async def capabilities(client: httpx.AsyncClient, site: Site, ttl: float) -> Capabilities:
+async def capabilities(client: HttpClient, site: Site, ttl: float) -> Capabilities:
     """The site's search endpoint, method and sort support (landing page + conformance), cached."""
     if site.caps and time.monotonic() - site.caps.fetched < ttl:
         return site.caps
@@ -234,7 +232,7 @@ class PageCache:
             self._data.popitem(last=False)
 
 
-async def fetch_page(client: httpx.AsyncClient, site: Site, req: Request, cache: PageCache) -> Page:
+async def fetch_page(client: HttpClient, site: Site, req: Request, cache: PageCache) -> Page:
     """One search page of ``site`` for the request ``req`` (a first request or a next link).
 
     Served from the cache when fresh; concurrent fetches of the same page share one request.
@@ -252,7 +250,17 @@ async def fetch_page(client: httpx.AsyncClient, site: Site, req: Request, cache:
 
 
 async def _fetch_page(
-    client: httpx.AsyncClient, site: Site, req: Request, cache: PageCache, ck: str
+    client: HttpClient, site: Site, req: Request, cache: PageCache, ck: str
+) -> Page:
+    t0 = time.monotonic()
+    try:
+        return await _fetch_page_timed(client, site, req, cache, ck)
+    finally:
+        site.latency += 0.3 * (time.monotonic() - t0 - site.latency)
+
+
+async def _fetch_page_timed(
+    client: HttpClient, site: Site, req: Request, cache: PageCache, ck: str
 ) -> Page:
     if req["method"] == "POST":
         doc = await _json_request(client, site, "POST", req["href"], body=req["body"] or {})
@@ -281,7 +289,7 @@ async def _fetch_page(
 
 
 async def fetch_collections(
-    client: httpx.AsyncClient, site: Site, ttl: float, max_pages: int = 50
+    client: HttpClient, site: Site, ttl: float, max_pages: int = 50
 ) -> list[dict[str, Any]]:
     """All collections of a site (following its ``next`` links)."""
     caps = await capabilities(client, site, ttl)
@@ -303,7 +311,7 @@ async def fetch_collections(
 
 
 async def fetch_item(
-    client: httpx.AsyncClient, site: Site, collection: str, item_id: str, ttl: float
+    client: HttpClient, site: Site, collection: str, item_id: str, ttl: float
 ) -> dict[str, Any] | None:
     """One item of a site, or None when the site does not have it."""
     caps = await capabilities(client, site, ttl)
@@ -322,9 +330,7 @@ async def fetch_item(
     return doc
 
 
-async def check_health(
-    client: httpx.AsyncClient, site: Site, ttl: float, caps_ttl: float
-) -> Health:
+async def check_health(client: HttpClient, site: Site, ttl: float, caps_ttl: float) -> Health:
     """Whether the site answers its landing page now (cached for ``ttl`` seconds)."""
     if site.health and time.monotonic() - site.health.checked < ttl:
         return site.health
