@@ -208,7 +208,11 @@ class Federation:
         else:
             state = None
             targets = await self._targets(params)
-        fails = await asyncio.gather(*(self._caps(s) for s, _ in targets))
+        ttl, now = self.s["capabilities_ttl"], time.monotonic()
+        if all(s.caps and now - s.caps.fetched < ttl for s, _ in targets):
+            fails: list[SiteFailure | None] = [None] * len(targets)  # known: no round trip
+        else:
+            fails = await asyncio.gather(*(self._caps(s) for s, _ in targets))
         cursors = []
         for (site, colls), fail in zip(targets, fails, strict=True):
             st = state.get(site.name) if state is not None else None
