@@ -43,6 +43,9 @@ def repo_root(cfg: dict[str, Any]) -> Path:
 
 def configure(c, cfg: dict[str, Any]) -> None:
     """Apply the platform configuration ``cfg`` to the JupyterHub config object ``c``."""
+    from .dbdown import install as database_outage_is_503
+
+    database_outage_is_503()
     configure_auth(c, cfg)
     configure_hub_limits(c, cfg)
     if cfg["platform"]["deployment"] == "local":

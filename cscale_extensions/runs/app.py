@@ -216,6 +216,17 @@ def create_app(
             "cwd": req.cwd,
         }
 
+    def within_queue_limit(owner: str, adding: int) -> None:
+        limit = settings["max_queued_per_user"]
+        waiting = store.count_unfinished(owner)
+        if waiting + adding > limit:
+            raise HTTPException(
+                429,
+                f"too many runs: {owner} has {waiting} run(s) queued or executing and the limit "
+                f"per user is {limit} (runs.max_queued_per_user); wait for some to end or cancel "
+                "them (POST /runs/<id>/cancel), then submit again",
+            )
+
     r = APIRouter(prefix=prefix)
 
     @r.get("/health", summary="Liveness and queue size (no authentication)")
@@ -224,7 +235,9 @@ def create_app(
 
     @r.post("/runs", status_code=201, summary="Submit a run")
     async def submit(req: RunRequest, user: User) -> dict[str, Any]:
-        run = store.add_runs([run_fields(req, user.name)])[0]
+        fields = run_fields(req, user.name)
+        within_queue_limit(user.name, 1)
+        run = store.add_runs([fields])[0]
         dispatcher.wake.set()
         return public_run(run)
 
@@ -239,6 +252,7 @@ def create_app(
                 422, f"{len(sets)} parameter sets exceed the limit of {settings['max_sweep']}"
             )
         base = run_fields(req, user.name)
+        within_queue_limit(user.name, len(sets))
         sweep_id = new_id()
         rows = [
             {
@@ -346,6 +360,7 @@ def create_app(
         if run["state"] not in TERMINAL:
             raise HTTPException(409, f"run {run_id} has not ended ({run['state']})")
         keys = ("owner", "name", "notebook", "path", "parameters", "timeout", "kernel_name", "cwd")
+        within_queue_limit(run["owner"], 1)
         new = store.add_runs([{**{k: run[k] for k in keys}, "rerun_of": run_id}])[0]
         dispatcher.wake.set()
         return public_run(new)
@@ -354,6 +369,13 @@ def create_app(
     async def add_schedule(req: ScheduleRequest, user: User) -> dict[str, Any]:
         fields = run_fields(req, user.name)
         fields.pop("name")
+        limit = settings["max_schedules_per_user"]
+        if store.count_schedules(user.name) >= limit:
+            raise HTTPException(
+                429,
+                f"too many schedules: the limit per user is {limit} "
+                "(runs.max_schedules_per_user); delete one (DELETE /schedules/<id>) first",
+            )
         s = store.add_schedule(
             {
                 **fields,

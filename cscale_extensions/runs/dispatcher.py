@@ -56,6 +56,7 @@ class Dispatcher:
         self.outputs = state_dir / "outputs"
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.limit = int(settings["max_concurrent_per_user"])
+        self.queue_limit = int(settings.get("max_queued_per_user") or 1000)
         self.poll = float(settings["poll_interval"])
         self.heartbeat_timeout = float(settings["heartbeat_timeout"])
         self.dispatch_timeout = float(settings["server_start_timeout"]) + 120
@@ -113,6 +114,15 @@ class Dispatcher:
     def _fire_schedules(self) -> None:
         now = time.time()
         for s in self.store.list_schedules(due_before=now, with_notebook=True):
+            if self.store.count_unfinished(s["owner"]) >= self.queue_limit:
+                self.store.update_schedule(s["id"], next_fire=next_fire(s["cron"], now))
+                log.warning(
+                    "schedule %s of %s skipped: %d runs queued or executing is the limit",
+                    s["id"],
+                    s["owner"],
+                    self.queue_limit,
+                )
+                continue
             run = self.store.add_runs(
                 [
                     {

@@ -184,6 +184,21 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(q.values(**_encode(values))).rowcount == 1
 
+    def count_unfinished(self, owner: str) -> int:
+        """Runs of ``owner`` queued or executing."""
+        q = (
+            sa.select(sa.func.count())
+            .select_from(runs)
+            .where(runs.c.owner == owner, runs.c.state.in_(("queued", *ACTIVE)))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def count_schedules(self, owner: str) -> int:
+        q = sa.select(sa.func.count()).select_from(schedules).where(schedules.c.owner == owner)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def count_active(self) -> dict[str, int]:
         q = (
             sa.select(runs.c.owner, sa.func.count())

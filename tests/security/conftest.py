@@ -18,7 +18,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from seckit import CLIENT_ID, CLUSTER_LIMIT, NAMED_LIMIT, REFRESH_AGE, VO, SecStack, start_idp  # noqa: E402
+from seckit import (  # noqa: E402
+    CLIENT_ID,
+    CLUSTER_LIMIT,
+    NAMED_LIMIT,
+    REFRESH_AGE,
+    RUNS_LIMIT,
+    VO,
+    SecStack,
+    start_idp,
+)
 
 from cscale_extensions.testing import LocalStack  # noqa: E402
 
@@ -45,6 +54,7 @@ def sec(tmp_path_factory) -> Iterator[SecStack]:
                 },
                 "hub": {"named_server_limit_per_user": NAMED_LIMIT},
                 "dask_gateway": {"max_clusters_per_user": CLUSTER_LIMIT},
+                "runs": {"max_queued_per_user": RUNS_LIMIT, "max_concurrent_per_user": 1},
                 "culler": {"activity_interval": 5, "enabled": False},
                 "federation": {"embedded_sites": False},
             },
@@ -149,9 +159,12 @@ def render_report(rows: list[dict[str, str]]) -> str:
         "IdP's accounts file while it runs; refresh tokens are revoked at its revocation endpoint;",
         "ID tokens are rewritten by an HTTP front between the hub and the IdP's token endpoint;",
         "OAuth callbacks and hub cookies are replayed or altered by the test's HTTP client; the",
-        "proxy and the hub are killed and started again with their own argv/env/cwd while the",
-        "launcher is paused (`cscale-hub up` does not restart a child that exits: it stops the",
-        "whole stack), as a process manager or Kubernetes would restart them.",
+        "proxy and the hub are killed and started again by the test with their own argv/env/cwd",
+        "while the launcher is paused, as Kubernetes would restart them (`cscale-hub up` also",
+        "restarts a child that exits by itself, `platform.restart_limit`: tests/hub). Disks fill",
+        "up for real: a small tmpfs mounted over part of a user's home. Databases are a real",
+        "PostgreSQL stopped (fast shutdown, connections cut) and started again on the same data.",
+        "The runs service is frozen with SIGSTOP so that nothing polls the user's server.",
         "",
         "Decisions behind the expectations:",
         "",
@@ -164,6 +177,18 @@ def render_report(rows: list[dict[str, str]]) -> str:
         "- An unreachable IdP (no answer or 5xx) is not a reason to log anyone out: signed-in users",
         "  keep their current auth until the IdP answers again; a new sign-in gets a 503 page.",
         "  A code the IdP refuses (expired, used, forged) is a 403 page asking to log in again.",
+        "- A full disk never damages what is saved. User servers save through",
+        "  `cscale_extensions.contents.SafeContentsManager`: a temporary file renamed over the",
+        "  target only when complete (Jupyter Server's own save rewrote the file in place and left",
+        "  it truncated when the disk filled at flush); a refused save is 507 with a message.",
+        "  Headless runs save their output notebook the same way; the final status is written",
+        "  from a small reserve file, so the run ends `failed` with 'the disk is full', not `lost`.",
+        "- A database that cannot be reached is a 503 with Retry-After, from the hub (JupyterHub",
+        "  itself treated it as 'not signed in': 403 to valid tokens, the login page to signed-in",
+        "  users) and from the runs service. Runs keep executing in the users' servers and are",
+        "  recorded when the database is back; a submission refused with 503 is not recorded.",
+        "- The idle culler sees real work: a busy kernel and a running headless run (executors",
+        "  keep a marker in `~/runs/.active`) count as activity of the server.",
         "",
         "| Test | Injected | Expected | Result |",
         "|---|---|---|---|",

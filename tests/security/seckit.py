@@ -40,6 +40,7 @@ ACCESS_TTL = 20  # seconds: the token-expiry tests wait for it
 REFRESH_AGE = 10  # the hub re-checks tokens at most this often (the minimum allowed)
 NAMED_LIMIT = 1
 CLUSTER_LIMIT = 1
+RUNS_LIMIT = 3  # runs.max_queued_per_user of the security stack
 
 
 # --------------------------------------------------------------------------- the IdP front
@@ -378,9 +379,11 @@ def _zombie(pid: int) -> bool:
 
 @contextlib.contextmanager
 def launcher_paused(stack: LocalStack) -> Iterator[None]:
-    """Pause ``cscale-hub up`` (SIGSTOP): its supervisor does not restart children, it would
-    shut the whole stack down when one exits. On exit it resumes and, seeing the replaced
-    child gone, stops the stack — so this is only for the last tests of a stack."""
+    """Pause ``cscale-hub up`` (SIGSTOP) while the test kills and restarts a child itself, as
+    an outside process manager would: the launcher's own restart of an exited child
+    (``platform.restart_limit``, tested in tests/hub/test_restart_policy.py) would race it.
+    On resume it finds its original child gone — so this is only for the last tests of a
+    stack."""
     os.kill(stack.proc.pid, signal.SIGSTOP)
     try:
         yield

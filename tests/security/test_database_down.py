@@ -1,8 +1,9 @@
-"""The runs service with its PostgreSQL database gone, and back.
+"""The runs service and the hub with their PostgreSQL database gone, and back.
 
-A real JupyterHub with the runs service (cscale_extensions.runs.testhub.MiniHub) keeps its
-runs in a real PostgreSQL 15, which the test stops (fast shutdown, connections cut) while a
-run executes and starts again later.
+A real PostgreSQL 15 is stopped (fast shutdown, connections cut) and started again on the same
+port and data: under the runs service of a real JupyterHub (cscale_extensions.runs.testhub.
+MiniHub) while a run executes, and under the hub of `cscale-hub up` (`hub.db_url`) while a
+user has a running server.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import json
 import time
 
+import psycopg
 import pytest
+import requests
 from faultkit import Postgres
 
+from cscale_extensions.net import wait_for
 from cscale_extensions.runs.testhub import CHP, MiniHub, Runs, notebook
+from cscale_extensions.testing import LocalStack
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability
@@ -101,3 +106,66 @@ def test_runs_survive_a_database_outage(hub, pg):
     # and the service takes new work again
     after = alice.ok("POST", "runs", json={"notebook": notebook("print('after')")})
     assert alice.wait(after["id"])["state"] == "succeeded"
+
+
+@pytest.fixture(scope="module")
+def hub_on_pg(pg):
+    """`cscale-hub up` with the hub's own database on the PostgreSQL of this module."""
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE jupyterhub")
+    url = pg.url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    url += "/jupyterhub"
+    stack = LocalStack(
+        config={
+            "hub": {"db_url": url},
+            "federation": {"embedded_sites": False},
+            "eomqs": {"enabled": False},
+            "runs": {"enabled": False},
+            "dask_gateway": {"enabled": False},
+        }
+    ).start()
+    try:
+        yield stack
+    finally:
+        assert stack.stop() == []
+
+
+@rel(
+    injected="the hub's database (PostgreSQL) stopped while a user has a running server, "
+    "then started again",
+    expected="hub API and pages: 503 with Retry-After and a message naming the database (not "
+    "403/login page/500), no traceback; the user's server stays reachable; all back after",
+)
+def test_hub_says_its_database_is_down_and_recovers(hub_on_pg, pg):
+    stack, user = hub_on_pg, "demo-member"
+    token = stack.api_token(user)
+    server = stack.url.rstrip("/") + stack.start_server(token, user)["url"]
+    browser = stack.login(user)
+    api = {"Authorization": f"token {token}"}
+    assert browser.get(server + "api/contents", timeout=30).status_code == 200
+
+    pg.stop()
+    try:
+        r = requests.get(stack.url + "hub/api/user", headers=api, timeout=60)
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert "database" in r.json()["message"] and r.headers.get("Retry-After")
+        page = browser.get(stack.url + "hub/home", timeout=60)
+        assert page.status_code == 503, (page.status_code, page.url, page.text[:300])
+        assert "cannot reach its database" in page.text and "Traceback" not in page.text
+        assert "/hub/login" not in page.url  # a signed-in user is not sent to sign in again
+        # work goes on: the server answers its signed-in user (the hub is only asked later)
+        assert browser.get(server + "api/contents", timeout=30).status_code == 200
+    finally:
+        pg.start()
+
+    assert wait_for(
+        lambda: (
+            requests.get(stack.url + "hub/api/user", headers=api, timeout=30).status_code == 200
+        ),
+        60,
+        1,
+    ), "the hub did not recover when its database came back"
+    model = requests.get(stack.url + "hub/api/user", headers=api, timeout=30).json()
+    assert model["servers"][""]["ready"], model
+    assert browser.get(stack.url + "hub/home", timeout=30).status_code == 200
+    assert requests.get(server + "api/contents", headers=api, timeout=30).status_code == 200

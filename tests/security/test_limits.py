@@ -1,11 +1,14 @@
-"""Resource limits: a user who asks for more named servers or Dask clusters than allowed is
-stopped at the limit with a clear 4xx message, and what they already have keeps running."""
+"""Resource limits: a user who asks for more named servers, Dask clusters or headless runs than
+allowed is stopped at the limit with a clear 4xx message, and what they already have keeps
+running."""
 
 from __future__ import annotations
 
 import pytest
 import requests
-from seckit import CLUSTER_LIMIT, NAMED_LIMIT
+from seckit import CLUSTER_LIMIT, NAMED_LIMIT, RUNS_LIMIT
+
+from cscale_extensions.runs.testhub import notebook
 
 rel = pytest.mark.reliability
 USER = "sec-greedy"
@@ -57,3 +60,43 @@ def test_dask_cluster_limit(sec):
     finally:
         for name in names:
             requests.delete(gw + name, headers=hdr, timeout=60)
+
+
+@rel(
+    injected=f"headless runs beyond runs.max_queued_per_user ({RUNS_LIMIT}): one more run, a "
+    "sweep, a re-run",
+    expected="429 naming the limit and how to free a slot; the accepted runs stay queued or "
+    "running; a slot freed by cancelling is usable again",
+)
+def test_queued_runs_limit(sec):
+    user = "sec-runner"
+    sec.member(user)
+    api = sec.api(sec.token(user))
+    runs = sec.url + "services/runs/"
+    nb = notebook("import time; time.sleep(600)")
+    accepted = []
+    try:
+        for i in range(RUNS_LIMIT):
+            r = api.post(runs + "runs", json={"notebook": nb, "name": f"r{i}"}, timeout=30)
+            assert r.status_code == 201, r.text
+            accepted.append(r.json()["id"])
+        refused = [
+            api.post(runs + "runs", json={"notebook": nb, "name": "one-too-many"}, timeout=30),
+            api.post(runs + "sweeps", json={"notebook": nb, "grid": {"x": [1, 2]}}, timeout=30),
+        ]
+        for r in refused:
+            assert r.status_code == 429, r.text
+            msg = r.json()["detail"]
+            assert f"limit per user is {RUNS_LIMIT}" in msg and "cancel" in msg, msg
+        mine = {x["id"]: x for x in api.get(runs + "runs", timeout=30).json()}
+        assert set(accepted) <= set(mine) and len(mine) == RUNS_LIMIT
+        assert all(mine[i]["state"] in ("queued", "dispatching", "running") for i in accepted)
+        # cancelling one frees its slot
+        last = accepted[-1]
+        assert api.post(runs + f"runs/{last}/cancel", timeout=30).status_code == 202
+        r = api.post(runs + "runs", json={"notebook": nb, "name": "in-the-freed-slot"}, timeout=30)
+        assert r.status_code == 201, r.text
+        accepted.append(r.json()["id"])
+    finally:
+        for rid in accepted:
+            api.post(runs + f"runs/{rid}/cancel", timeout=30)
