@@ -39,7 +39,12 @@ class HttpClient:
     async def start(self) -> None:
         """Open the session (inside the running event loop)."""
         connector = aiohttp.TCPConnector(
-            limit=self.max_connections, limit_per_host=0, keepalive_timeout=60
+            limit=self.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=60,
+            # the system resolver (getaddrinfo: /etc/hosts, search domains of Kubernetes), not
+            # c-ares, which aiohttp picks when aiodns happens to be installed
+            resolver=aiohttp.ThreadedResolver(),
         )
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
 

@@ -196,3 +196,54 @@ def test_landing_page_and_collections_have_one_stac_version(linky):
     # pystac-client 0.9 recognises the v1.0.0 conformance URIs only: they stay
     assert docs["landing"]["conformsTo"] == CONFORMANCE
     assert all("/v1.0.0/" in c for c in CONFORMANCE if "stacspec" in c)
+
+
+@pytest.mark.slow
+def test_embedded_federation_pgstac_links_stay_within_eomqs():
+    """The sample sites of ``cscale-hub up`` (pgstac + rustac): pgstac's collections carry a
+    ``queryables`` link and items links at the site; none reaches a user."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from cscale_extensions import settings
+    from cscale_extensions.eodata import prepare
+    from cscale_extensions.sites import embedded_federation
+    from cscale_extensions.supervisor import Supervisor
+
+    if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
+        pytest.skip("PostgreSQL 15 is not installed (scripts/apt-packages.txt)")
+    data = Path(tempfile.mkdtemp(prefix="eomqs-links-", dir="/tmp"))  # postgres must reach it
+    os.chmod(data, 0o755)
+    sup = None
+    try:
+        prepare(data)
+        specs, sites = embedded_federation(settings.load(None), data)
+        sup = Supervisor(data / "logs", f"eomqs-links-{os.getpid()}")
+        sup.start_all(specs)
+        entries = [{"name": s["name"], "url": s["url"]} for s in sites]
+        site_origins = {urlsplit(s["url"]).netloc for s in sites}
+        with eomqs_server(entries, PREFIX) as srv:
+            s = requests.Session()
+            colls = s.get(srv.url + "collections", timeout=30).json()
+            docs = [colls]
+            for c in colls["collections"]:
+                docs.append(s.get(srv.url + f"collections/{c['id']}", timeout=30).json())
+                docs.append(
+                    s.get(srv.url + f"collections/{c['id']}/items?limit=3", timeout=30).json()
+                )
+            docs.append(s.get(srv.url, timeout=30).json())
+        assert len(docs) > 4
+        for doc in docs:
+            for ln in _links(doc):
+                assert urlsplit(ln["href"]).netloc not in site_origins, ln
+                assert ln["href"].startswith(srv.url) or ln["rel"] == "license", ln
+            for c in doc.get("collections", []):
+                for p in c.get("providers", []):
+                    assert urlsplit(p.get("url", "")).netloc not in site_origins, p
+        assert {c["stac_version"] for c in colls["collections"]} == {"1.1.0"}
+    finally:
+        if sup is not None:
+            sup.stop()
+        shutil.rmtree(data, ignore_errors=True)

@@ -1,0 +1,38 @@
+"""EO-MQS's outgoing client: sites addressed by host name (system resolver) and redirects."""
+
+from __future__ import annotations
+
+import random
+
+import requests
+from sitekit import TestSite, eomqs_server, make_item, serve
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
+
+
+def test_site_by_host_name_and_redirected_search():
+    """``localhost`` is resolved like any host name (getaddrinfo, /etc/hosts); a site whose
+    search answers with a redirect is followed."""
+    rng = random.Random(8)
+    items = [make_item("c1", n, rng) for n in range(7)]
+    site = TestSite(items)
+    moved = TestSite(items)
+    redirected = []
+
+    def redirect(request):
+        redirected.append(request.method)
+        return RedirectResponse("/found", 307)
+
+    moved.app.router.routes.insert(0, Route("/search", redirect, methods=["GET", "POST"]))
+    moved.app.router.routes.append(Route("/found", moved.search, methods=["GET", "POST"]))
+    with serve(site.app) as s, serve(moved.app) as m:
+        entries = [
+            {"name": "named", "url": f"http://localhost:{s.port}/"},
+            {"name": "moved", "url": m.url},
+        ]
+        with eomqs_server(entries) as srv:
+            doc = requests.post(srv.url + "search", json={"limit": 50}, timeout=30).json()
+    assert doc["federation:missing"] == []
+    assert {i["id"] for i in doc["features"]} == {i["id"] for i in items}
+    assert all(i["properties"]["federation:sites"] == ["named", "moved"] for i in doc["features"])
+    assert redirected == ["POST"]  # one search, sent again to where it was redirected
