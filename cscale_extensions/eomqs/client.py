@@ -46,7 +46,11 @@ class HttpClient:
             # c-ares, which aiohttp picks when aiodns happens to be installed
             resolver=aiohttp.ThreadedResolver(),
         )
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        # proxies from the environment (HTTP_PROXY, NO_PROXY) as before; no cookies: the session
+        # serves every user's searches
+        self._session = aiohttp.ClientSession(
+            connector=connector, trust_env=True, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     async def close(self) -> None:
         if self._session is not None:

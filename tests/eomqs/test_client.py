@@ -36,3 +36,34 @@ def test_site_by_host_name_and_redirected_search():
     assert {i["id"] for i in doc["features"]} == {i["id"] for i in items}
     assert all(i["properties"]["federation:sites"] == ["named", "moved"] for i in doc["features"])
     assert redirected == ["POST"]  # one search, sent again to where it was redirected
+
+
+def test_site_cookies_are_not_sent_back():
+    """The client serves every user's searches: a cookie a site sets is not replayed to it."""
+    rng = random.Random(9)
+    site = TestSite([make_item("c1", n, rng) for n in range(5)])
+    seen: list[str | None] = []
+    landing, search = site.landing, site.search
+
+    async def landing_with_cookie(request):
+        resp = await landing(request)
+        resp.set_cookie("session", "someone-else")
+        return resp
+
+    async def search_seen(request):
+        seen.append(request.headers.get("cookie"))
+        resp = await search(request)
+        resp.set_cookie("session", "someone-else")
+        return resp
+
+    site.app.router.routes[:0] = [
+        Route("/", landing_with_cookie),
+        Route("/search", search_seen, methods=["GET", "POST"]),
+    ]
+    with serve(site.app) as s:
+        entries = [{"name": "one", "url": f"http://localhost:{s.port}/"}]  # a name: cookies stick
+        with eomqs_server(entries) as srv:
+            for n in range(3):
+                r = requests.post(srv.url + "search", json={"limit": 2 + n}, timeout=30)
+                assert r.status_code == 200 and len(r.json()["features"]) == 2 + n
+    assert len(seen) >= 3 and seen == [None] * len(seen)
