@@ -67,3 +67,19 @@ def test_site_cookies_are_not_sent_back():
                 r = requests.post(srv.url + "search", json={"limit": 2 + n}, timeout=30)
                 assert r.status_code == 200 and len(r.json()["features"]) == 2 + n
     assert len(seen) >= 3 and seen == [None] * len(seen)
+
+
+def test_environment_proxies_and_netrc_switch_the_client_to_read_them(monkeypatch, tmp_path):
+    """aiohttp reads proxies and netrc on every request only when the environment has any."""
+    from cscale_extensions.eomqs.client import _uses_environment
+
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert not _uses_environment()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")
+    assert _uses_environment()
+    monkeypatch.delenv("HTTPS_PROXY")
+    (tmp_path / "netrc").write_text("machine site.example.org login a password b\n")
+    assert _uses_environment()
