@@ -57,6 +57,7 @@ class IdpFront:
         self.url = f"http://127.0.0.1:{self.port}"
         self.tamper: Callable[[str], str | None] | None = None
         self.tampered = 0
+        self.fail: dict[str, int] = {}  # path -> status the front answers instead of the IdP
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -68,6 +69,15 @@ class IdpFront:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                status = front.fail.get(self.path.split("?")[0])
+                if status:
+                    data = b'{"error": "server_error"}'
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in front.HOP}
                 conn = http.client.HTTPConnection("127.0.0.1", front.backend_port, timeout=30)
                 try:
@@ -117,6 +127,15 @@ class IdpFront:
             yield
         finally:
             self.tamper = None
+
+    @contextlib.contextmanager
+    def failing(self, path: str, status: int) -> Iterator[None]:
+        """Answer ``status`` for ``path`` instead of forwarding it, for the block."""
+        self.fail[path] = status
+        try:
+            yield
+        finally:
+            self.fail.pop(path, None)
 
     def close(self) -> None:
         self.server.shutdown()

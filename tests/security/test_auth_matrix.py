@@ -312,6 +312,29 @@ def test_idp_down_during_login(sec):
 
 
 @rel(
+    injected="the IdP's userinfo endpoint answers {param} during a sign-in (token endpoint fine)",
+    expected="{param} 500/502: 503 page saying the IdP is unreachable; 401: 403 page asking to "
+    "log in again; no traceback, no session; sign-in works once userinfo answers again",
+)
+@pytest.mark.parametrize("status", [500, 502, 401])
+def test_userinfo_failure_during_login(sec, status):
+    user = f"sec-userinfo-{status}"
+    sec.member(user)
+    path = urlparse(sec.idp.discovery()["userinfo_endpoint"]).path
+    with sec.idp.front.failing(path, status):
+        s, r = login_flow(sec.url, user, sec.passwords[user])
+    assert "Traceback" not in r.text
+    assert not logged_in(s)
+    if status >= 500:
+        assert r.status_code == 503, f"HTTP {r.status_code}: {r.text[:300]}"
+        assert "not reachable" in r.text
+    else:
+        assert r.status_code == 403, f"HTTP {r.status_code}: {r.text[:300]}"
+        assert "log in again" in r.text
+    assert sec.login(user)
+
+
+@rel(
     injected="IdP down while signed-in users' tokens are due for refresh",
     expected="users stay signed in (auth re-checked when the IdP is back), no 500",
 )

@@ -97,6 +97,9 @@ def test_queued_runs_limit(sec):
         r = api.post(runs + "runs", json={"notebook": nb, "name": "in-the-freed-slot"}, timeout=30)
         assert r.status_code == 201, r.text
         accepted.append(r.json()["id"])
+        # at the limit again: re-running the cancelled run is refused the same way
+        r = api.post(runs + f"runs/{last}/rerun", timeout=30)
+        assert r.status_code == 429 and f"limit per user is {RUNS_LIMIT}" in r.json()["detail"]
     finally:
         for rid in accepted:
             api.post(runs + f"runs/{rid}/cancel", timeout=30)
