@@ -212,6 +212,37 @@ class LocalStack:
         return stack_processes(self.info["stack_id"]) if self.info else []
 
 
+def start_busy_kernel(server_url: str, token: str, seconds: int) -> str:
+    """Start a kernel in the user server at ``server_url`` and leave it executing a silent
+    ``time.sleep(seconds)`` (busy, no output); return its id once it reports busy."""
+    import uuid
+
+    import websocket
+
+    base = server_url.rstrip("/")
+    r = requests.post(f"{base}/api/kernels", json={"name": "python3"},
+                      headers={"Authorization": f"token {token}"}, timeout=60)
+    if r.status_code != 201:
+        raise RuntimeError(f"cannot start a kernel: HTTP {r.status_code} {r.text[:200]}")
+    kid = r.json()["id"]
+    ws = websocket.create_connection(base.replace("http", "ws", 1) + f"/api/kernels/{kid}/channels",
+                                     header=[f"Authorization: token {token}"], timeout=60)
+    try:
+        ws.send(json.dumps({
+            "header": {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "username": "test",
+                       "session": uuid.uuid4().hex, "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": f"import time; time.sleep({seconds})", "silent": False,
+                        "store_history": False, "user_expressions": {}, "allow_stdin": False},
+        }))
+        while True:  # hang up once busy: the cell keeps running
+            msg = json.loads(ws.recv())
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+                return kid
+    finally:
+        ws.close()
+
+
 def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 120,
                   kernel_id: str | None = None) -> str:
     """Execute ``code`` in a kernel of the user server at ``server_url`` (over the real kernel

@@ -6,19 +6,16 @@ on `cscale-hub up` must leave no process of the stack running (servers and Dask 
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import signal
 import time
-import uuid
 
 import pytest
 import requests
-import websocket
 
 from cscale_extensions.supervisor import alive, stack_processes
-from cscale_extensions.testing import LocalStack, run_in_kernel
+from cscale_extensions.testing import LocalStack, run_in_kernel, start_busy_kernel
 
 pytestmark = pytest.mark.slow
 CULL_TIMEOUT = 30
@@ -42,37 +39,13 @@ def _servers(stack, token, user):
     return r.json().get("servers", {})
 
 
-def _start_busy_cell(server_url: str, token: str, seconds: int) -> str:
-    """Start a kernel and leave it executing a silent `sleep` (no output while busy)."""
-    r = requests.post(f"{server_url}api/kernels", json={"name": "python3"},
-                      headers={"Authorization": f"token {token}"}, timeout=60)
-    kid = r.json()["id"]
-    ws = websocket.create_connection(
-        server_url.replace("http", "ws", 1) + f"api/kernels/{kid}/channels",
-        header=[f"Authorization: token {token}"], timeout=30)
-    msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "t",
-                   "session": uuid.uuid4().hex, "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": f"import time; time.sleep({seconds})", "silent": False,
-                    "store_history": False, "user_expressions": {}, "allow_stdin": False},
-    }))
-    while True:  # wait until the kernel reports busy, then hang up: the cell keeps running
-        msg = json.loads(ws.recv())
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
-            break
-    ws.close()
-    return kid
-
-
 def test_culler_spares_a_busy_kernel_and_stops_an_idle_server(stack):
     busy_token = stack.api_token("demo-member")
     idle_token = stack.api_token("demo-admin")
     busy = stack.url.rstrip("/") + stack.start_server(busy_token, "demo-member")["url"]
     stack.start_server(idle_token, "demo-admin")
     t0 = time.monotonic()
-    _start_busy_cell(busy, busy_token, seconds=4 * CULL_TIMEOUT)
+    start_busy_kernel(busy, busy_token, seconds=4 * CULL_TIMEOUT)
     culled_at = None
     while time.monotonic() - t0 < 3 * CULL_TIMEOUT:
         if culled_at is None and "" not in _servers(stack, idle_token, "demo-admin"):

@@ -1,8 +1,9 @@
-"""The idle culler and headless runs, on a stack of its own (`cscale-hub up`, 30 s cull timeout).
+"""The idle culler against real work, on a stack of its own (`cscale-hub up`, 30 s cull timeout).
 
-A headless run executes in the user's `runs` server as a detached papermill process with a
-kernel of its own: nothing the server's kernel manager sees, and no traffic while the runs
-service is not polling. The server must still not be culled while the run executes.
+Two kinds of work produce no traffic: a kernel busy with a silent computation, and a headless
+run, which executes in the user's `runs` server as a detached papermill process with a kernel of
+its own (nothing the server's kernel manager sees; no traffic while the runs service is not
+polling). Neither server may be culled while the work goes on; an idle one of the same stack is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cscale_extensions.runs.testhub import Runs, notebook
-from cscale_extensions.testing import LocalStack
+from cscale_extensions.testing import LocalStack, start_busy_kernel
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability
@@ -58,16 +59,21 @@ def _servers(stack: LocalStack, token: str, user: str) -> dict:
 
 
 @rel(
-    injected=f"idle culler at {CULL_TIMEOUT} s; a silent {4 * CULL_TIMEOUT} s headless run; "
-    "the runs service frozen (SIGSTOP) for most of it, so nothing polls the server",
-    expected="the runs server is not culled while the run executes (an idle server of the same "
-    "stack is); the run succeeds",
+    injected=f"idle culler at {CULL_TIMEOUT} s; a kernel busy with a silent {6 * CULL_TIMEOUT} s "
+    f"sleep; a silent {4 * CULL_TIMEOUT} s headless run with the runs service frozen (SIGSTOP), "
+    "so nothing polls its server",
+    expected="neither the busy kernel's server nor the runs server is culled while the work goes "
+    "on (an idle server of the same stack is); the run succeeds",
 )
-def test_culler_spares_the_server_of_a_running_headless_run(stack):
+def test_culler_spares_busy_kernels_and_running_headless_runs(stack):
     user = stack.add_user("cullrun")
     idle_user = stack.add_user("cullidle")
     token, idle_token = stack.api_token(user), stack.api_token(idle_user)
     stack.start_server(idle_token, idle_user)  # the control: idle, must be culled
+    busy_user = stack.add_user("cullbusy")
+    busy_token = stack.api_token(busy_user)
+    busy = stack.url.rstrip("/") + stack.start_server(busy_token, busy_user)["url"]
+    start_busy_kernel(busy, busy_token, seconds=6 * CULL_TIMEOUT)
     runs = Runs(stack.url + "services/runs/", token)
     nb = notebook(f"import time; time.sleep({4 * CULL_TIMEOUT})", "print('finished')")
     run = runs.wait(runs.ok("POST", "runs", json={"notebook": nb})["id"], states=("running",))
@@ -80,6 +86,9 @@ def test_culler_spares_the_server_of_a_running_headless_run(stack):
             assert "runs" in _servers(stack, token, user), (
                 f"the runs server was culled {time.monotonic() - t0:.0f} s into the freeze "
                 "while its run was executing"
+            )
+            assert "" in _servers(stack, busy_token, busy_user), (
+                f"the server with a busy kernel was culled {time.monotonic() - t0:.0f} s in"
             )
             culled_idle = culled_idle or "" not in _servers(stack, idle_token, idle_user)
             time.sleep(3)

@@ -10,71 +10,21 @@ security stack: when the launcher resumes it sees its original child gone and st
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
-import websocket
 from seckit import Replaced, child_pid, hub_pid, launcher_paused, restart_process
 
 from cscale_extensions.net import http_ready, port_open
 from cscale_extensions.supervisor import stack_processes
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.testing import run_in_kernel, start_busy_kernel
 
 rel = pytest.mark.reliability
 pytestmark = pytest.mark.slow
 USER = "sec-restart"
-
-
-def _busy_kernel(server: str, token: str, seconds: int) -> str:
-    """A kernel left executing a silent sleep (busy, no output)."""
-    r = requests.post(
-        server + "api/kernels",
-        json={"name": "python3"},
-        headers={"Authorization": f"token {token}"},
-        timeout=60,
-    )
-    kid = r.json()["id"]
-    ws = websocket.create_connection(
-        server.replace("http", "ws", 1) + f"api/kernels/{kid}/channels",
-        header=[f"Authorization: token {token}"],
-        timeout=60,
-    )
-    try:
-        msg_id = uuid.uuid4().hex
-        ws.send(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "msg_type": "execute_request",
-                        "username": USER,
-                        "session": uuid.uuid4().hex,
-                        "version": "5.3",
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "channel": "shell",
-                    "content": {
-                        "code": f"import time; time.sleep({seconds})",
-                        "silent": False,
-                        "store_history": False,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                    },
-                }
-            )
-        )
-        while True:
-            msg = json.loads(ws.recv())
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
-                return kid
-    finally:
-        ws.close()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +41,7 @@ def world(sec):
     ).json()["id"]
     run_in_kernel(server, token, "x = 42", kernel_id=stateful)
     run_in_kernel(server, token, "open('keep.txt', 'w').write('still here')")
-    busy = _busy_kernel(server, token, 1800)
+    busy = start_busy_kernel(server, token, 1800)
     replaced: list[Replaced] = []
     with launcher_paused(sec.stack):
         yield {
