@@ -212,6 +212,37 @@ class LocalStack:
         return stack_processes(self.info["stack_id"]) if self.info else []
 
 
+def kube_spawner(c, username: str, groups: list[str], hub_url: str = "http://hub:8081"):
+    """The spawner ``c`` (a JupyterHub config) builds for a real jupyterhub User (in-memory
+    ORM) in ``groups``, with the hub at ``hub_url`` (as user pods reach it)."""
+    from jupyterhub import orm
+    from jupyterhub.objects import Hub
+    from jupyterhub.user import User
+
+    db = orm.new_session_factory("sqlite:///:memory:")()
+    user = orm.User(name=username)
+    db.add(user)
+    for name in groups:
+        group = orm.Group(name=name)
+        db.add(group)
+        user.groups.append(group)
+    db.commit()
+    where = urlparse(hub_url)
+    hub = Hub(ip=where.hostname, port=where.port, base_url="/hub/")
+    wrapper = User(
+        user,
+        settings={
+            "spawner_class": c.JupyterHub.spawner_class,
+            "config": c,
+            "hub": hub,
+            "db": db,
+            "domain": "",
+            "base_url": "/",
+        },
+    )
+    return wrapper.spawner
+
+
 def start_busy_kernel(server_url: str, token: str, seconds: int) -> str:
     """Start a kernel in the user server at ``server_url`` and leave it executing a silent
     ``time.sleep(seconds)`` (busy, no output); return its id once it reports busy."""

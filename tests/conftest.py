@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cscale_extensions.testing import LocalStack
 
@@ -51,3 +52,36 @@ def artifacts() -> Path:
     """Where tests keep screenshots and other artifacts (test-artifacts/, git-ignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def offline_kubeconfig(tmp_path_factory):
+    """A kubeconfig naming a Kubernetes API server that does not exist: KubeSpawner loads one
+    when it is created, and building pod manifests never contacts it (the stand-in for the one
+    part that cannot run here)."""
+    import kubernetes_asyncio.config.kube_config as kube_config
+
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "offline",
+                "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "not-used"}}],
+            }
+        )
+    )
+    old = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+    # inside a pod (CI on Kubernetes) KubeSpawner would prefer the in-cluster config
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+        if k in os.environ
+    }
+    yield path
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = old
+    os.environ.update(saved)

@@ -6,6 +6,8 @@ account with all capabilities dropped; its home is a PersistentVolumeClaim. An i
 container of the same image copies the workflow notebooks baked into the image
 (``kubernetes.notebooks_image_dir``) into the home before each start, keeping files the
 user changed (:mod:`cscale_extensions.kube.seed_notebooks`).
+Workshop participants get a second one
+that fetches the workshop's materials from the hub (:mod:`cscale_extensions.workshop.hub`).
 
 Users choose a profile (site + size). :func:`profile_list` shows a user only the profiles
 their VOs (hub groups, named after VOs) may use; a user whose VOs allow none cannot start.
@@ -102,21 +104,17 @@ def _home_volume(kube: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return volume, mount
 
 
-def _notebooks_init_container(cfg: dict[str, Any]) -> dict[str, Any]:
+def home_init_container(
+    cfg: dict[str, Any], name: str, command: list[str], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An init container of the single-user image, as the user, with only the home mounted."""
     kube = cfg["kubernetes"]
     home = kube["storage"]["mount_path"]
-    target = f"{home.rstrip('/')}/{cfg['notebooks']['target']}"
-    return {
-        "name": "seed-notebooks",
+    container: dict[str, Any] = {
+        "name": name,
         "image": image_ref(kube),
         "imagePullPolicy": kube["image"]["pull_policy"],
-        "command": [
-            "python",
-            "-m",
-            "cscale_extensions.kube.seed_notebooks",
-            kube["notebooks_image_dir"],
-            target,
-        ],
+        "command": command,
         "securityContext": {**pod_security_context(kube), "readOnlyRootFilesystem": True},
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -124,6 +122,20 @@ def _notebooks_init_container(cfg: dict[str, Any]) -> dict[str, Any]:
         },
         "volumeMounts": [{"name": HOME_VOLUME, "mountPath": home}],
     }
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return container
+
+
+def in_home(cfg: dict[str, Any], relative: str) -> str:
+    """The path of ``relative`` (a directory in the home) inside the user's pod."""
+    return f"{cfg['kubernetes']['storage']['mount_path'].rstrip('/')}/{relative}"
+
+
+def _notebooks_init_container(cfg: dict[str, Any]) -> dict[str, Any]:
+    command = ["python", "-m", "cscale_extensions.kube.seed_notebooks"]
+    command += [cfg["kubernetes"]["notebooks_image_dir"], in_home(cfg, cfg["notebooks"]["target"])]
+    return home_init_container(cfg, "seed-notebooks", command)
 
 
 def _merged_env(c) -> dict[str, str]:
@@ -134,7 +146,7 @@ def _merged_env(c) -> dict[str, str]:
     return env
 
 
-def _name(obj) -> str | None:
+def object_name(obj) -> str | None:
     """``name`` of a dict or a kubernetes client object (z2jh adds V1Container objects)."""
     return obj.get("name") if isinstance(obj, dict) else getattr(obj, "name", None)
 
@@ -206,11 +218,11 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
     # what z2jh configured before us (extra volumes, init containers, the
     # hub.jupyter.org/network-access-hub label its NetworkPolicies rely on) is kept
     volume, mount = _home_volume(kube)
-    volumes = [v for v in _existing(c, "volumes", []) if _name(v) != HOME_VOLUME]
-    mounts = [m for m in _existing(c, "volume_mounts", []) if _name(m) != HOME_VOLUME]
+    volumes = [v for v in _existing(c, "volumes", []) if object_name(v) != HOME_VOLUME]
+    mounts = [m for m in _existing(c, "volume_mounts", []) if object_name(m) != HOME_VOLUME]
     ks.volumes = [volume, *volumes]
     ks.volume_mounts = [mount, *mounts]
-    inits = [i for i in _existing(c, "init_containers", []) if _name(i) != "seed-notebooks"]
+    inits = [i for i in _existing(c, "init_containers", []) if object_name(i) != "seed-notebooks"]
     if cfg["notebooks"]["enabled"]:
         inits.append(_notebooks_init_container(cfg))
     ks.init_containers = inits

@@ -12,6 +12,15 @@ workshop cohort that has not ended, applies the cohort's profile (environment, d
 mem/cpu limits) and, at their first spawn, copies the materials into ``~/<materials_target>``.
 Cohort membership is read from the workshop files (the source of truth for a cohort; the hub
 group follows the cohort's subgroup entitlement at login).
+
+Local spawners get the copy from the hub's disk. On Kubernetes the home is a volume of the pod,
+so the hook adds an init container (:mod:`cscale_extensions.workshop.fetch`) that downloads the
+materials from the hub with the server's own API token and unpacks them into the home, again
+only when the participant has no copy yet. The hub serves them at
+``/hub/cscale/workshops/<name>/materials`` (:class:`MaterialsHandler`) to the workshop's
+participants and to admins: on the hub's own port, which user pods reach already for the hub
+API, so no extra service, port or network policy is needed. (JupyterHub marks
+``extra_handlers`` deprecated in favour of services; if it goes, this handler becomes one.)
 """
 
 from __future__ import annotations
@@ -19,11 +28,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
 from . import materials
-from .model import Workshop, find_user, workshops_dir
+from .model import Workshop, WorkshopError, check_name, find_user, load, workshops_dir
+
+#: name of the init container that fetches the materials into a pod (Kubernetes)
+INIT_CONTAINER = "workshop-materials"
+#: where the hub serves a workshop's materials, below its prefix (``/hub/``)
+MATERIALS_ROUTE = r"/cscale/workshops/([^/]+)/materials"
 
 log = logging.getLogger("cscale.workshop")
 
@@ -72,8 +91,29 @@ def _give_copy(spawner, source: Path, target: str, workshop: str) -> None:
         log.info("workshop %s: copied the materials into %s's home", workshop, spawner.user.name)
 
 
+def materials_url(spawner, workshop: str) -> str:
+    """Where a user's pod downloads the materials: the hub's address as the pod knows it."""
+    return url_path_join(spawner.hub.url, "cscale/workshops", workshop, "materials")
+
+
+def set_materials_init_container(spawner, cfg: dict[str, Any], ws: Workshop | None) -> None:
+    """Add the init container that fetches ``ws``'s materials to this spawn of a KubeSpawner,
+    or (``ws`` None) remove the one an earlier spawn of this user added."""
+    from ..kube.spawner import home_init_container, in_home, object_name
+
+    inits = [i for i in spawner.init_containers if object_name(i) != INIT_CONTAINER]
+    if ws is not None:
+        command = ["python", "-m", "cscale_extensions.workshop.fetch"]
+        command += [materials_url(spawner, ws.name), in_home(cfg, target_name(cfg, ws))]
+        # the server's own token (created for this spawn): the main container gets it too
+        env = {"JUPYTERHUB_API_TOKEN": spawner.api_token}
+        inits.append(home_init_container(cfg, INIT_CONTAINER, command, env))
+    spawner.init_containers = inits
+
+
 def make_pre_spawn_hook(cfg: dict[str, Any], previous=None):
     root = workshops_dir(cfg, Path(cfg["platform"]["data_dir"]))
+    on_kubernetes = cfg["spawner"]["backend"] == "kubernetes"
 
     async def pre_spawn_hook(spawner):
         if previous is not None:
@@ -81,17 +121,55 @@ def make_pre_spawn_hook(cfg: dict[str, Any], previous=None):
             if hasattr(result, "__await__"):
                 await result
         found = find_user(root, spawner.user.name)
-        if found is None:
+        directory, ws = found if found is not None else (None, None)
+        has_materials = directory is not None and (directory / "materials").is_dir()
+        if on_kubernetes:  # the spawner object outlives a spawn: also drop an earlier one's
+            set_materials_init_container(spawner, cfg, ws if has_materials else None)
+        if ws is None:
             return
-        directory, ws = found
         apply_profile(spawner, ws.profile)
         spawner.environment = {**spawner.environment, "CSCALE_WORKSHOP": ws.name}
-        source = directory / "materials"
-        if not source.is_dir():
-            return
-        await asyncio.to_thread(_give_copy, spawner, source, target_name(cfg, ws), ws.name)
+        if has_materials and not on_kubernetes:
+            source = directory / "materials"
+            await asyncio.to_thread(_give_copy, spawner, source, target_name(cfg, ws), ws.name)
 
     return pre_spawn_hook
+
+
+class MaterialsHandler(APIHandler):
+    """``GET /hub/cscale/workshops/<name>/materials``: the materials as a gzipped tar, for the
+    workshop's participants (any token of theirs, e.g. their server's) and admins."""
+
+    def initialize(self, root: Path) -> None:
+        self.root = root
+
+    async def get(self, name: str) -> None:
+        user = self.current_user
+        if user is None:
+            raise web.HTTPError(403, "a hub API token of a workshop participant is required")
+        try:
+            directory = self.root / check_name(name)
+            ws = load(directory)
+        except WorkshopError:
+            raise web.HTTPError(404, f"there is no workshop named {name!r}") from None
+        if user.name not in ws.users and not getattr(user, "admin", False):
+            raise web.HTTPError(403, f"{user.name} is not a participant of workshop {ws.name}")
+        if ws.ended:
+            raise web.HTTPError(
+                410, f"workshop {ws.name} ended at {ws.ended}: its materials are no longer given out"
+            )
+        source = directory / "materials"
+        if not source.is_dir():
+            raise web.HTTPError(404, f"workshop {ws.name} has no materials")
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            files = await asyncio.to_thread(materials.pack, source, spool)
+            spool.seek(0)
+            self.set_header("Content-Type", "application/gzip")
+            self.set_header("Content-Disposition", f'attachment; filename="{ws.name}.tar.gz"')
+            self.set_header("X-CScale-Materials-Files", str(files))
+            while chunk := spool.read(1 << 16):
+                self.write(chunk)
+                await self.flush()
 
 
 def make_refresh_user_hook(cfg: dict[str, Any]):
@@ -117,3 +195,8 @@ def configure_workshops(c, cfg: dict[str, Any]) -> None:
     c.Spawner.consecutive_failure_limit = int(w["consecutive_failure_limit"])
     previous = c.Spawner.pre_spawn_hook if "pre_spawn_hook" in c.Spawner else None
     c.Spawner.pre_spawn_hook = make_pre_spawn_hook(cfg, previous)
+    root = workshops_dir(cfg, Path(cfg["platform"]["data_dir"]))
+    handlers = c.JupyterHub.extra_handlers if "extra_handlers" in c.JupyterHub else []
+    c.JupyterHub.extra_handlers = [h for h in handlers if h[0] != MATERIALS_ROUTE] + [
+        (MATERIALS_ROUTE, MaterialsHandler, {"root": root})
+    ]

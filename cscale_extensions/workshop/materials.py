@@ -3,6 +3,10 @@
 The source is a local directory or a local git repository (a work tree or a bare repo; its
 checked-out/HEAD commit is copied, without ``.git``). Remote git URLs are refused: fetch
 them first (``git clone URL dir``) and pass the directory.
+
+Local servers get their copy straight from the hub's disk (:func:`copy_for_user`). Pods on
+Kubernetes cannot see it: the hub hands the materials out as a gzipped tar (:func:`pack`) that an
+init container unpacks into the home (:func:`unpack_for_user`).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO
 
 from .model import WorkshopError
 
@@ -106,6 +112,78 @@ def copy_for_user(
             os.rename(staged, target)
         except OSError:  # created meanwhile (by the participant): theirs wins
             return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def pack(materials: Path, out: IO[bytes]) -> int:
+    """Write ``materials`` as a gzipped tar to ``out`` (names relative to it, no owners, no
+    links, no ``.git``); returns the number of files."""
+    files = 0
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for dirpath, dirnames, filenames in os.walk(materials):
+            dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
+            for name in sorted(filenames):
+                path = Path(dirpath, name)
+                if path.is_symlink() or not path.is_file():
+                    continue
+                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(materials)))
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+                files += 1
+    return files
+
+
+def _member_path(root: Path, member: tarfile.TarInfo) -> Path:
+    """Where a member of a materials archive goes under ``root``; only plain files and
+    directories with relative names that stay inside ``root`` are accepted."""
+    name = PurePosixPath(member.name)
+    parts = [p for p in name.parts if p != "."]
+    if name.is_absolute() or ".." in parts or not (member.isfile() or member.isdir()):
+        raise WorkshopError(f"materials archive: {member.name!r} is not a file inside the copy")
+    if member.isfile() and not parts:
+        raise WorkshopError(f"materials archive: {member.name!r} has no file name")
+    return root.joinpath(*parts)
+
+
+def unpack_for_user(archive: IO[bytes], target: Path) -> bool:
+    """Unpack a :func:`pack` stream as the participant's copy at ``target`` unless it already
+    exists (their work is never overwritten). Returns True when it was unpacked.
+
+    Runs as the participant (the init container's user). Only plain files and directories
+    inside ``target`` are written (no links, devices, absolute names or ``..``: a bad member
+    is a WorkshopError and nothing is left behind); modes are 0644/0755. The copy is staged
+    next to ``target`` and renamed into place only when complete."""
+    if os.path.lexists(target):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incoming-", dir=target.parent))
+    try:
+        staged = staging / target.name
+        staged.mkdir(mode=0o755)
+        with tarfile.open(fileobj=archive, mode="r|gz") as tar:
+            for member in tar:
+                dest = _member_path(staged, member)
+                if member.isdir():
+                    dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                try:
+                    with open(dest, "xb") as out:
+                        shutil.copyfileobj(source, out)
+                except FileExistsError:
+                    raise WorkshopError(f"materials archive: {member.name!r} twice") from None
+                os.chmod(dest, 0o755 if member.mode & 0o111 else 0o644)
+        try:
+            os.rename(staged, target)
+        except OSError:  # created meanwhile (by the participant): theirs wins
+            return False
+    except (tarfile.TarError, EOFError) as exc:
+        raise WorkshopError(f"materials archive: {exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return True

@@ -25,40 +25,13 @@ from cscale_extensions.kube.spawner import (
     allowed_profiles,
     configure_kubespawner,
 )
+from cscale_extensions.testing import kube_spawner
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "helm" / "cscale-hub" / "examples" / "production.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline_kubeconfig(tmp_path_factory):
-    """A kubeconfig for an API server that does not exist (KubeSpawner loads one at init)."""
-    import kubernetes_asyncio.config.kube_config as kube_config
-
-    path = tmp_path_factory.mktemp("kube") / "config"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "offline",
-                "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "u"}}],
-                "users": [{"name": "u", "user": {"token": "not-used"}}],
-            }
-        )
-    )
-    old = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
-    # inside a pod (CI on Kubernetes) KubeSpawner would prefer the in-cluster config
-    saved = {
-        k: os.environ.pop(k)
-        for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
-        if k in os.environ
-    }
-    yield path
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = old
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
 
 
 def production_cfg(**overrides) -> dict:
@@ -72,35 +45,6 @@ def production_cfg(**overrides) -> dict:
     return settings.load(None, settings.deep_merge(settings.deep_merge(base, values), overrides))
 
 
-def make_spawner(c: Config, username: str, groups: list[str]):
-    """A real jupyterhub User (in-memory ORM) in ``groups`` and its spawner built from ``c``."""
-    from jupyterhub import orm
-    from jupyterhub.objects import Hub
-    from jupyterhub.user import User
-
-    db = orm.new_session_factory("sqlite:///:memory:")()
-    user = orm.User(name=username)
-    db.add(user)
-    for name in groups:
-        group = orm.Group(name=name)
-        db.add(group)
-        user.groups.append(group)
-    db.commit()
-    hub = Hub(ip="hub", port=8081, base_url="/hub/")
-    wrapper = User(
-        user,
-        settings={
-            "spawner_class": c.JupyterHub.spawner_class,
-            "config": c,
-            "hub": hub,
-            "db": db,
-            "domain": "",
-            "base_url": "/",
-        },
-    )
-    return wrapper.spawner
-
-
 async def pod_for(
     c: Config,
     groups: list[str],
@@ -108,7 +52,7 @@ async def pod_for(
     username="alice",
     access_token: str = "",
 ):
-    spawner = make_spawner(c, username, groups)
+    spawner = kube_spawner(c, username, groups)
     if access_token:  # what the hub's auth_state_hook stores
         spawner.oidc_access_token = access_token
     try:
@@ -137,7 +81,7 @@ def test_profiles_are_filtered_by_the_users_vos():
     c = configured(cfg)
 
     async def slugs(groups):
-        spawner = make_spawner(c, "bob", groups)
+        spawner = kube_spawner(c, "bob", groups)
         try:
             return [p["slug"] for p in spawner.profile_list(spawner)]
         finally:
@@ -284,7 +228,7 @@ def test_spawn_form_lists_only_the_users_profiles():
     c = configured(production_cfg())
 
     async def form(groups):
-        spawner = make_spawner(c, "carol", groups)
+        spawner = kube_spawner(c, "carol", groups)
         try:
             options_form = spawner.options_form
             return await maybe_future(

@@ -1,10 +1,5 @@
-"""A local stack whose hub configuration includes the workshop wiring (``configure_workshops``).
-
-Until the lead adds ``configure_workshops(c, cfg)`` to ``cscale_extensions.hub.configure``, the
-stack is started with ``runtime.repo_root`` pointing at a directory whose
-``hub_config/jupyterhub_config.py`` is the platform's plus that one call (every other file is a
-link to the repository's). Afterwards the call is idempotent in effect: the hook copies once.
-"""
+"""A small local stack for the workshop tests: hub, proxy, OIDC provider and spawner, with the
+platform's own hub configuration (which wires workshops in: ``configure_workshops``)."""
 
 from __future__ import annotations
 
