@@ -35,6 +35,17 @@ def http_ready(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def http_answers(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers HTTP at all (any status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def wait_for(check, timeout: float, interval: float = 0.1) -> bool:
     """Poll ``check()`` until it is true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

@@ -118,6 +118,14 @@ def create_app(
 ) -> FastAPI:
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     store = Store(engine_for(settings.get("db_url"), state_dir))
+    try:
+        store.ensure_schema()
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        log.warning(
+            "the run database is unavailable at start-up (%s); starting anyway: requests are "
+            "answered 503 until it is back",
+            str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300],
+        )
     hub_auth = HubAuth(api_token=token, api_url=hub_api_url, cache_max_age=60)
     if not hub_auth.access_scopes:
         hub_auth.access_scopes = {"access:services!service=runs"}

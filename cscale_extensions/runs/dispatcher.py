@@ -73,9 +73,12 @@ class Dispatcher:
         return self.outputs / f"{run_id}.log"
 
     async def run_forever(self) -> None:
-        self._recover()
+        recovered = False
         while not self._stop.is_set():
             try:
+                if not recovered:  # also when the database was down at start-up
+                    self._recover()
+                    recovered = True
                 await self.tick()
             except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
                 # the database is down: executors go on in the users' servers and write

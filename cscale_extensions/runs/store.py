@@ -2,12 +2,15 @@
 
 sqlite in the service's state directory by default; PostgreSQL when a URL is configured
 (``postgresql://…`` uses the installed psycopg 3 driver). Every change is committed at once,
-so a restart of the service loses nothing it has acknowledged.
+so a restart of the service loses nothing it has acknowledged. The tables are created at the
+first use that reaches the database, so the service can start while its database is down (its
+requests answer 503 until it is back).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -76,7 +79,7 @@ def new_id() -> str:
 
 
 def engine_for(db_url: str | None, state_dir: Path) -> sa.Engine:
-    """An engine for ``db_url`` (None: sqlite file in ``state_dir``), tables created."""
+    """An engine for ``db_url`` (None: sqlite file in ``state_dir``); connects lazily."""
     if not db_url:
         state_dir.mkdir(parents=True, exist_ok=True)
         db_url = f"sqlite:///{state_dir / 'runs.sqlite'}"
@@ -87,9 +90,7 @@ def engine_for(db_url: str | None, state_dir: Path) -> sa.Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
-    engine = sa.create_engine(db_url, **kwargs)
-    meta.create_all(engine)
-    return engine
+    return sa.create_engine(db_url, **kwargs)
 
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +119,26 @@ class Store:
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    def ensure_schema(self) -> None:
+        """Create the tables (once); raises SQLAlchemy's OperationalError while the database
+        cannot be reached, and is tried again by the next use."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                meta.create_all(self.engine)
+                self._schema_ready = True
+
+    def _begin(self):
+        self.ensure_schema()
+        return self.engine.begin()
+
+    def _connect(self):
+        self.ensure_schema()
+        return self.engine.connect()
 
     # runs
     def add_runs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,12 +163,12 @@ class Store:
                     **row,
                 }
             )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(runs.insert(), [_encode(r) for r in full])
         return [self.get_run(r["id"]) for r in full]
 
     def get_run(self, run_id: str, *, with_notebook: bool = False) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(runs.select().where(runs.c.id == run_id)).first()
         return _decode(row, with_notebook=with_notebook)
 
@@ -173,7 +194,7 @@ class Store:
         q = q.order_by(order, runs.c.id)
         if limit:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_decode(r) for r in conn.execute(q)]
 
     def update_run(self, run_id: str, expect: tuple[str, ...] | None = None, **values: Any) -> bool:
@@ -181,7 +202,7 @@ class Store:
         q = runs.update().where(runs.c.id == run_id)
         if expect:
             q = q.where(runs.c.state.in_(expect))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(q.values(**_encode(values))).rowcount == 1
 
     def count_unfinished(self, owner: str) -> int:
@@ -191,12 +212,12 @@ class Store:
             .select_from(runs)
             .where(runs.c.owner == owner, runs.c.state.in_(("queued", *ACTIVE)))
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(q).scalar_one())
 
     def count_schedules(self, owner: str) -> int:
         q = sa.select(sa.func.count()).select_from(schedules).where(schedules.c.owner == owner)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(q).scalar_one())
 
     def count_active(self) -> dict[str, int]:
@@ -205,7 +226,7 @@ class Store:
             .where(runs.c.state.in_(ACTIVE))
             .group_by(runs.c.owner)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return {owner: n for owner, n in conn.execute(q)}
 
     # schedules
@@ -219,12 +240,12 @@ class Store:
             "timeout": 0,
             **row,
         }
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(schedules.insert(), [_encode(full)])
         return self.get_schedule(full["id"])
 
     def get_schedule(self, sid: str, *, with_notebook: bool = False) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(schedules.select().where(schedules.c.id == sid)).first()
         return _decode(row, with_notebook=with_notebook)
 
@@ -236,13 +257,13 @@ class Store:
             q = q.where(schedules.c.owner == owner)
         if due_before is not None:
             q = q.where(schedules.c.next_fire <= due_before)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_decode(r, with_notebook=with_notebook) for r in conn.execute(q)]
 
     def update_schedule(self, sid: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(schedules.update().where(schedules.c.id == sid).values(**_encode(values)))
 
     def delete_schedule(self, sid: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(schedules.delete().where(schedules.c.id == sid)).rowcount == 1

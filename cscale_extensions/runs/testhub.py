@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import requests
 
-from ..net import free_port, http_ready, wait_for
+from ..net import free_port, http_answers, http_ready, wait_for
 from . import role_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +149,9 @@ class MiniHub:
         body = {"note": "runs test"} | ({"scopes": scopes} if scopes is not None else {})
         return self.admin("POST", f"/users/{user}/tokens", json=body).json()["token"]
 
-    def start_service(self) -> None:
+    def start_service(self, ready: bool = True) -> None:
+        """Start the runs service; wait until it is healthy (``ready``) or, when its database
+        is meant to be down, until it answers HTTP at all."""
         env = {
             **os.environ,
             MARKER: self.id,
@@ -178,7 +180,8 @@ class MiniHub:
             start_new_session=True,
         )
         health = f"http://127.0.0.1:{self.runs_port}/services/runs/health"
-        if not wait_for(lambda: http_ready(health), 60, 0.2):
+        up = http_ready if ready else http_answers
+        if not wait_for(lambda: up(health), 60, 0.2):
             raise RuntimeError("runs service did not start:\n" + self.tail("runs.log"))
 
     def stop_service(self, sig: int = signal.SIGTERM) -> None:

@@ -134,7 +134,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not results or os.environ.get("CSCALE_NO_RELIABILITY_REPORT"):
         return
     marked = {i.nodeid for i in session.items if i.get_closest_marker("reliability") is not None}
-    if getattr(session.config, "_reliability_partial", False) or not marked <= set(results):
+    collected = {Path(str(i.path)).resolve() for i in session.items}
+    every_file = {p.resolve() for p in Path(__file__).parent.glob("test_*.py")}
+    if (
+        getattr(session.config, "_reliability_partial", False)
+        or not marked <= set(results)
+        or not every_file <= collected
+    ):
         print(f"\n{REPORT.name} not rewritten: not every reliability test ran in this session")
         return
     REPORT.write_text(render_report(list(results.values())))

@@ -108,6 +108,47 @@ def test_runs_survive_a_database_outage(hub, pg):
     assert alice.wait(after["id"])["state"] == "succeeded"
 
 
+@rel(
+    injected="the runs service restarted onto a new, empty database (PostgreSQL) that is "
+    "stopped; the database started again afterwards",
+    expected="the service starts anyway and answers 503 JSON with Retry-After; when the "
+    "database is back its tables are created and runs are accepted and executed",
+)
+def test_runs_service_starts_while_its_database_is_down(hub, pg):
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE runs_fresh")
+    alice = Runs(hub.runs_url, hub.token("alice"))
+    kept = hub.settings["db_url"]
+    hub.stop_service()
+    pg.stop()
+    try:
+        hub.settings["db_url"] = pg.url.rsplit("/", 1)[0] + "/runs_fresh"
+        hub.start_service(ready=False)
+        for method, path, kw in (
+            ("GET", "health", {}),
+            ("GET", "runs", {}),
+            ("POST", "runs", {"json": {"notebook": notebook("1")}}),
+        ):
+            r = alice.call(method, path, **kw)
+            assert r.status_code == 503, (method, path, r.status_code, r.text)
+            assert "database" in r.json()["detail"] and r.headers.get("Retry-After"), r.text
+        time.sleep(3)  # the dispatcher has met the missing database too
+        assert hub.service.poll() is None, hub.tail("runs.log")
+        assert "the run database is unavailable at start-up" in hub.tail("runs.log")
+    finally:
+        pg.start()
+    try:
+        run = alice.ok("POST", "runs", json={"notebook": notebook("print('fresh tables')")})
+        assert alice.wait(run["id"], timeout=120)["state"] == "succeeded"
+        assert "fresh tables" in json.dumps(alice.ok("GET", f"runs/{run['id']}/output"))
+        with psycopg.connect(pg.url.rsplit("/", 1)[0] + "/runs_fresh") as conn:
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    finally:
+        hub.stop_service()
+        hub.settings["db_url"] = kept
+        hub.start_service()
+
+
 @pytest.fixture(scope="module")
 def hub_on_pg(pg):
     """`cscale-hub up` with the hub's own database on the PostgreSQL of this module."""
