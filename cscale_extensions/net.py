@@ -24,24 +24,13 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def http_ready(url: str, timeout: float = 2.0) -> bool:
-    """True when ``url`` answers HTTP with a status below 500."""
+def http_ready(url: str, timeout: float = 2.0, below: int = 500) -> bool:
+    """True when ``url`` answers HTTP with a status below ``below`` (600: any answer)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status < 500
+            return resp.status < below
     except urllib.error.HTTPError as exc:
-        return exc.code < 500
-    except (OSError, ValueError):
-        return False
-
-
-def http_answers(url: str, timeout: float = 2.0) -> bool:
-    """True when ``url`` answers HTTP at all (any status)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True
+        return exc.code < below
     except (OSError, ValueError):
         return False
 

@@ -24,7 +24,7 @@ from tornado.web import HTTPError as TornadoHTTPError
 
 from .dispatcher import Dispatcher, next_fire, run_dir
 from .models import RunRequest, ScheduleRequest, SweepRequest
-from .store import ACTIVE, STATES, TERMINAL, Store, engine_for, new_id
+from .store import ACTIVE, STATES, TERMINAL, Store, db_error_line, engine_for, new_id
 from .userserver import ServerError, UserServers
 
 log = logging.getLogger("cscale.runs")
@@ -124,7 +124,7 @@ def create_app(
         log.warning(
             "the run database is unavailable at start-up (%s); starting anyway: requests are "
             "answered 503 until it is back",
-            str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300],
+            db_error_line(exc),
         )
     hub_auth = HubAuth(api_token=token, api_url=hub_api_url, cache_max_age=60)
     if not hub_auth.access_scopes:
@@ -172,7 +172,7 @@ def create_app(
             "the run database is unavailable (%s %s): %s",
             request.method,
             request.url.path,
-            str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300],
+            db_error_line(exc),
         )
         return JSONResponse(
             {

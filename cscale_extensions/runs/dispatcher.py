@@ -24,7 +24,7 @@ from croniter import croniter
 from sqlalchemy import exc as sa_exc
 
 from . import executor as ex
-from .store import ACTIVE, TERMINAL, Store
+from .store import ACTIVE, TERMINAL, Store, db_error_line
 from .userserver import Gone, ServerError, UserServers
 
 log = logging.getLogger("cscale.runs")
@@ -35,11 +35,6 @@ LAUNCHER_IDLE = 120.0
 
 def next_fire(cron: str, after: float) -> float:
     return croniter(cron, datetime.fromtimestamp(after)).get_next(float)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def run_dir(run_id: str) -> str:
@@ -83,7 +78,7 @@ class Dispatcher:
             except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
                 # the database is down: executors go on in the users' servers and write
                 # their status there; following them resumes when the database is back
-                log.warning("run database unavailable, retrying: %s", _first_line(exc))
+                log.warning("run database unavailable, retrying: %s", db_error_line(exc))
             except Exception:
                 log.exception("runs dispatcher tick failed; retrying")
             with contextlib.suppress(TimeoutError):

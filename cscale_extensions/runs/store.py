@@ -78,6 +78,12 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def db_error_line(exc: BaseException) -> str:
+    """The first line of a database error (the driver's message), for logs."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def engine_for(db_url: str | None, state_dir: Path) -> sa.Engine:
     """An engine for ``db_url`` (None: sqlite file in ``state_dir``); connects lazily."""
     if not db_url:

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import requests
 
-from ..net import free_port, http_answers, http_ready, wait_for
+from ..net import free_port, http_ready, wait_for
 from . import role_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,8 +180,7 @@ class MiniHub:
             start_new_session=True,
         )
         health = f"http://127.0.0.1:{self.runs_port}/services/runs/health"
-        up = http_ready if ready else http_answers
-        if not wait_for(lambda: up(health), 60, 0.2):
+        if not wait_for(lambda: http_ready(health, below=500 if ready else 600), 60, 0.2):
             raise RuntimeError("runs service did not start:\n" + self.tail("runs.log"))
 
     def stop_service(self, sig: int = signal.SIGTERM) -> None:

@@ -122,7 +122,8 @@ def make_pre_spawn_hook(cfg: dict[str, Any], previous=None):
                 await result
         found = find_user(root, spawner.user.name)
         directory, ws = found if found is not None else (None, None)
-        has_materials = directory is not None and (directory / "materials").is_dir()
+        source = directory / "materials" if directory is not None else None
+        has_materials = source is not None and source.is_dir()
         if on_kubernetes:  # the spawner object outlives a spawn: also drop an earlier one's
             set_materials_init_container(spawner, cfg, ws if has_materials else None)
         if ws is None:
@@ -130,7 +131,6 @@ def make_pre_spawn_hook(cfg: dict[str, Any], previous=None):
         apply_profile(spawner, ws.profile)
         spawner.environment = {**spawner.environment, "CSCALE_WORKSHOP": ws.name}
         if has_materials and not on_kubernetes:
-            source = directory / "materials"
             await asyncio.to_thread(_give_copy, spawner, source, target_name(cfg, ws), ws.name)
 
     return pre_spawn_hook

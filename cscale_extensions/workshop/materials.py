@@ -99,15 +99,13 @@ def copy_for_user(
     try:
         staged = staging / target.name
         shutil.copytree(materials, staged, symlinks=False)
-        for dirpath, _dirnames, filenames in os.walk(staged):
-            os.chmod(dirpath, 0o755)
-            for f in filenames:
-                p = Path(dirpath, f)
-                os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
-                if uid is not None:
-                    os.chown(p, uid, gid if gid is not None else -1, follow_symlinks=False)
-            if uid is not None:
-                os.chown(dirpath, uid, gid if gid is not None else -1, follow_symlinks=False)
+        make_read_only(staged)  # 0755/0644 for the owner below: writable by them only
+        if uid is not None:
+            group = gid if gid is not None else -1
+            for dirpath, _dirnames, filenames in os.walk(staged):
+                os.chown(dirpath, uid, group, follow_symlinks=False)
+                for f in filenames:
+                    os.chown(Path(dirpath, f), uid, group, follow_symlinks=False)
         try:
             os.rename(staged, target)
         except OSError:  # created meanwhile (by the participant): theirs wins

@@ -65,9 +65,9 @@ def podlab(ws_stack, admin, course) -> HubAPI:
     return HubAPI(ws_stack.url, admin)
 
 
-def kube_config(ws_stack, home: Path) -> tuple[dict, Config]:
-    """The platform settings on Kubernetes sharing the local stack's workshops, and the
-    JupyterHub config the chart's hub would build from them."""
+def kube_config(ws_stack, home: Path) -> Config:
+    """The JupyterHub config the chart's hub would build from the platform settings on
+    Kubernetes, sharing the local stack's workshops."""
     cfg = settings.load(
         None,
         {
@@ -81,7 +81,7 @@ def kube_config(ws_stack, home: Path) -> tuple[dict, Config]:
     c = Config()
     configure_kubespawner(c, cfg)
     configure_workshops(c, cfg)
-    return cfg, c
+    return c
 
 
 async def spawn_pod(c: Config, spawner, token: str) -> dict:
@@ -112,7 +112,7 @@ def test_participant_pod_gets_its_copy_once_and_keeps_their_edits(ws_stack, podl
                                                                  tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    cfg, c = kube_config(ws_stack, home)
+    c = kube_config(ws_stack, home)
     token = podlab.token_for("podlab-01", "server of the pod")
 
     async def spawn() -> dict:
@@ -234,7 +234,7 @@ def token_of(init: dict) -> str:
 def test_spawns_of_others_and_after_the_end_get_no_materials(ws_stack, admin, podlab, tmp_path):
     """Only a participant's pod fetches materials, each spawn with its own token, one container
     however often the (long-lived) spawner spawns, none after the workshop ended."""
-    _cfg, c = kube_config(ws_stack, tmp_path)
+    c = kube_config(ws_stack, tmp_path)
     (outsider,) = asyncio.run(spawns(ws_stack, c, "outsider", ["t0"]))
     assert [i["name"] for i in outsider] == ["seed-notebooks"]
 
