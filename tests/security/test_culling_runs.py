@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cscale_extensions.net import http_ready, wait_for
 from cscale_extensions.runs.testhub import Runs, notebook
 from cscale_extensions.testing import LocalStack, start_busy_kernel
 
@@ -95,5 +96,9 @@ def test_culler_spares_busy_kernels_and_running_headless_runs(stack):
     finally:
         os.kill(pid, signal.SIGCONT)
     assert culled_idle, "the idle control server was not culled: the culler did not run"
+    # the thawed service first drops the keep-alive connections that timed out while it was
+    # frozen (the proxy answers one request 503 "socket hang up"): wait until it answers again
+    health = stack.url + "services/runs/health"
+    assert wait_for(lambda: http_ready(health), 30, 0.5), "the runs service did not thaw"
     done = runs.wait(run["id"], timeout=6 * CULL_TIMEOUT)
     assert done["state"] == "succeeded", done
