@@ -27,8 +27,10 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -202,9 +204,42 @@ def _engine(reporter: Reporter):
                 reporter.cell_started(cell_index)
 
             nb_man.cell_start = cell_start
-            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            with _private_kernel_sockets(kernel_name) as config:
+                if config is not None:
+                    kwargs["config"] = config
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     return ProgressEngine
+
+
+@contextlib.contextmanager
+def _private_kernel_sockets(kernel_name: str | None):
+    """Kernel config for IPC sockets in a private directory, for ipykernel kernels.
+
+    Over TCP, jupyter_client picks ports that are free at that moment and the kernel binds
+    them a little later: runs started together race for them and one kernel dies with
+    "Address already in use". Unix sockets in a directory of this run's own cannot collide,
+    and only the run's user can open them. Other kernels (not all support IPC) keep TCP.
+    Yields None when IPC is not used.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from traitlets.config import Config
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(kernel_name or "python3").argv
+    except Exception:  # unknown kernel: nbclient reports it when it starts the kernel
+        argv = []
+    if not any("ipykernel" in arg for arg in argv):
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="cscale-kernel-")
+    try:
+        config = Config()
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = os.path.join(directory, "k")
+        yield config
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _inside(root: Path, rel: str) -> Path:

@@ -15,8 +15,21 @@ from cscale_extensions.net import wait_for
 TERMINAL = {"succeeded", "failed", "cancelled", "timeout", "lost"}
 
 
+KERNEL_SOCKETS = """
+import os, time
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+print('transport', app.transport, 'mode', oct(os.stat(os.path.dirname(app.ip)).st_mode & 0o777))
+print('sockets', os.path.dirname(app.ip))
+time.sleep(1)
+print('square', x * x)
+"""
+
+
 def test_sweep_of_eight_runs_concurrently_within_the_user_limit(alice, make_nb, minihub):
-    nb = make_nb("import time\ntime.sleep(1)\nprint('square', x * x)")
+    """Eight kernels start at once: each on Unix sockets in a private directory of its run
+    (over TCP they raced for the same free ports and one died), removed when the run ends."""
+    nb = make_nb(KERNEL_SOCKETS)
     out = alice.ok("POST", "sweeps", json={"notebook": nb, "grid": {"x": list(range(8))}})
     ids = [r["id"] for r in out["runs"]]
     assert len(ids) == 8 and {r["sweep_id"] for r in out["runs"]} == {out["sweep_id"]}
@@ -35,7 +48,10 @@ def test_sweep_of_eight_runs_concurrently_within_the_user_limit(alice, make_nb, 
     assert 1 < most_active <= limit
     for run in sweep["runs"]:
         x = run["parameters"]["x"]
-        assert f"square {x * x}" in json.dumps(alice.ok("GET", f"runs/{run['id']}/output"))
+        output = json.dumps(alice.ok("GET", f"runs/{run['id']}/output"))
+        assert f"square {x * x}" in output and "transport ipc mode 0o700" in output
+        sockets = output.split("sockets ", 1)[1].split("\\n", 1)[0]
+        assert sockets.startswith("/") and not os.path.exists(sockets), sockets
 
 
 def test_schedule_fires_and_stops_when_deleted(bob, make_nb):
