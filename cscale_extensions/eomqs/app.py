@@ -10,7 +10,8 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors
 from .collections import STAC_VERSION
@@ -52,26 +53,57 @@ class FastJSON(JSONResponse):
 
 
 class BodyLimit:
-    """ASGI middleware: a 413 JSON error for a declared body larger than ``max_body`` bytes
-    (plain ASGI: Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+    """ASGI middleware: a 413 JSON error for a request body larger than ``max_body`` bytes.
+
+    The limit applies to the bytes actually received, not only to a declared
+    ``Content-Length``: a chunked body (no length) is counted as it is read and refused at
+    the first byte over the limit, so it is never held in memory whole. Plain ASGI:
+    Starlette's BaseHTTPMiddleware costs a task and a stream per request."""
 
     def __init__(self, app: ASGIApp, max_body: int):
         self.app, self.max_body = app, max_body
 
+    def _too_large(self) -> StarletteHTTPException:
+        return StarletteHTTPException(413, f"the request body exceeds {self.max_body} bytes")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            size = "0"
-            for k, v in scope["headers"]:
-                if k == b"content-length":
-                    size = v.decode("latin-1")
-            if not size.isdigit() or int(size) > self.max_body:
-                body = {
-                    "code": "RequestTooLarge",
-                    "description": f"the request body exceeds {self.max_body} bytes",
-                }
-                await FastJSON(body, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                size = v.decode("latin-1")
+                if not size.isdigit() or int(size) > self.max_body:
+                    await self._refuse(scope, receive, send)
+                    return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise self._too_large()
+            return message
+
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except StarletteHTTPException as exc:  # raised by counted() outside a route's handler
+            if exc.status_code != 413 or started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = {"code": "RequestTooLarge", "description": str(self._too_large().detail)}
+        await FastJSON(body, status_code=413)(scope, receive, send)
 
 
 class SearchBody(BaseModel):

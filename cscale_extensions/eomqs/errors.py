@@ -52,7 +52,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "NotFound", 405: "MethodNotAllowed"}
+        codes = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestTooLarge"}
         code = codes.get(exc.status_code, "HTTPError")
         return _json(exc.status_code, {"code": code, "description": str(exc.detail)})
 

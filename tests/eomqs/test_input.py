@@ -61,6 +61,42 @@ def test_oversized_body_is_413_json(federation):
         assert r.status_code == 413 and r.json()["code"] == "RequestTooLarge"
 
 
+def test_chunked_body_over_the_limit_is_refused_while_it_is_read(federation):
+    """An anonymous chunked POST (no Content-Length) must not be read whole: EO-MQS answers
+    413 once the bytes received pass the limit, long before the sender is done."""
+    import select
+    import socket
+
+    total = 64 * 2**20
+    chunk = b"[" + b"0," * (2**16 - 1)
+    with eomqs_server(federation) as srv:
+        host, port = "127.0.0.1", int(srv.url.rsplit(":", 1)[1].split("/")[0])
+        sent, answer = 0, b""
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            try:
+                while sent < total:
+                    if select.select([sock], [], [], 0)[0]:
+                        break  # the server answered
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            sock.settimeout(30)
+            while b"\r\n\r\n" not in answer:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        status_line = answer.split(b"\r\n", 1)[0]
+        assert b" 413 " in status_line, answer[:300]
+        assert b"RequestTooLarge" in answer or b"content-length" in answer.lower()
+        assert sent < total / 4, f"{sent} bytes were accepted before the answer"
+
+
 def test_limit_above_the_maximum_gets_the_maximum(federation):
     with eomqs_server(federation, max_limit=4) as srv:
         doc = requests.get(srv.url + "search", params={"limit": 100000}, timeout=30).json()
