@@ -1,6 +1,6 @@
 # C-SCALE Hub: the two commands (see README.md).
 #   make up     set up everything, then bring the whole platform up on this machine
-#   make test   set up everything, then run the test suite
+#   make test   set up everything, lint, then run the test suite (in CI a skip is a failure)
 .PHONY: up test setup lint docs lock
 
 ARGS ?=
@@ -13,6 +13,7 @@ up: setup
 	.venv/bin/cscale-hub up $(ARGS)
 
 test: setup
+	.venv/bin/ruff check cscale_extensions hub_config tests bench
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -18,10 +18,10 @@ import pytest
 KUBECTL = shutil.which("kubectl")
 NAMESPACE = os.environ.get("CSCALE_TEST_NAMESPACE", "default")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.opt_in, pytest.mark.skipif(
     not os.environ.get("KUBECONFIG") or KUBECTL is None,
     reason="needs a real cluster: set KUBECONFIG (and have kubectl on PATH) to run",
-)
+)]
 
 
 def server_dry_run(objects: list[dict]) -> str:

@@ -40,11 +40,11 @@ def _source() -> Path | None:
 
 
 SOURCE = _source()
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.opt_in, pytest.mark.skipif(
     SOURCE is None,
     reason="real subcharts absent: run `helm dependency build helm/cscale-hub` where "
     "hub.jupyter.org and helm.dask.org are reachable, or set CSCALE_SUBCHARTS_DIR",
-)
+)]
 
 
 @pytest.fixture(scope="module")
