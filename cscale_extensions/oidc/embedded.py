@@ -159,6 +159,7 @@ def provider_process(
             "session": eo.get("session_ttl", 28800),
         },
         "pkce_required": True,
+        "login_throttle": dict(eo.get("login_throttle") or {}),
     }
     config_file = d / "provider.json"
     accounts.write_json_private(config_file, provider_cfg)

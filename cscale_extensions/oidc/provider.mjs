@@ -481,7 +481,80 @@ async function readForm(req, limit = 16 * 1024) {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
-function makeInteractionHandler(provider, accounts) {
+// ------------------------------------------------------------------------ sign-in throttle
+
+// Failed sign-ins are counted per account name (case-folded, known or not) and per client
+// address. Past the free failures each further one doubles the wait before the next attempt
+// is even checked (answered 429 with Retry-After meanwhile), up to maxDelay seconds; a
+// success clears the account's count. Counts live in memory (a restart forgets them) and are
+// forgotten `window` seconds after the last failure; the maps are bounded.
+class LoginThrottle {
+  constructor(opts = {}) {
+    this.freePerAccount = opts.failures_per_account ?? 5;
+    this.freePerAddress = opts.failures_per_address ?? 50;
+    this.baseDelay = opts.base_delay ?? 1;
+    this.maxDelay = opts.max_delay ?? 900;
+    this.window = opts.window ?? 3600;
+    this.capacity = opts.capacity ?? 10000;
+    this.accounts = new Map();
+    this.addresses = new Map();
+  }
+
+  static accountKey(username) {
+    return String(username).normalize('NFKC').toLowerCase();
+  }
+
+  entry(map, key, now) {
+    const e = map.get(key);
+    if (e && now - e.last > this.window * 1000) {
+      map.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  // seconds to wait before an attempt for this account from this address is checked (0: go)
+  wait(username, address, now = Date.now()) {
+    let until = 0;
+    for (const [map, key] of [[this.accounts, LoginThrottle.accountKey(username)], [this.addresses, address]]) {
+      const e = this.entry(map, key, now);
+      if (e) until = Math.max(until, e.until);
+    }
+    return until > now ? Math.ceil((until - now) / 1000) : 0;
+  }
+
+  failure(username, address, now = Date.now()) {
+    for (const [map, key, free] of [
+      [this.accounts, LoginThrottle.accountKey(username), this.freePerAccount],
+      [this.addresses, address, this.freePerAddress],
+    ]) {
+      const e = this.entry(map, key, now) || { fails: 0, until: 0, last: now };
+      e.fails += 1;
+      e.last = now;
+      if (e.fails > free) {
+        const delay = Math.min(this.baseDelay * 2 ** (e.fails - free - 1), this.maxDelay);
+        e.until = now + delay * 1000;
+      }
+      map.delete(key); // re-insert: Map order is the eviction order (oldest first)
+      map.set(key, e);
+      while (map.size > this.capacity) map.delete(map.keys().next().value);
+    }
+  }
+
+  success(username) {
+    this.accounts.delete(LoginThrottle.accountKey(username));
+  }
+}
+
+// A submitted name as the log may show it: account names verbatim, anything else (a password
+// typed into the wrong field, say) only as a short digest the operator can correlate.
+function loggedName(username, account) {
+  if (account) return username;
+  const digest = crypto.createHash('sha256').update(String(username)).digest('hex').slice(0, 12);
+  return `unknown:${digest}`;
+}
+
+function makeInteractionHandler(provider, accounts, throttle = new LoginThrottle()) {
   async function showLogin(req, res, details, extra = {}, status = 200) {
     const client = await provider.Client.find(details.params.client_id);
     send(res, status, loginPage({ uid: details.uid, clientName: client?.clientName, ...extra }));
@@ -511,12 +584,23 @@ function makeInteractionHandler(provider, accounts) {
     const clientId = details.params.client_id;
     const ip = req.socket.remoteAddress;
     const account = username ? accounts.byUsername(username) : undefined;
+    const wait = throttle.wait(username, ip);
+    if (wait > 0) {
+      log('login throttled', { user: loggedName(username, account), client: clientId, ip, retry_after: wait });
+      const error = `Too many failed sign-ins for this account or from this address. Wait ${wait} seconds, then try again.`;
+      const client = await provider.Client.find(details.params.client_id);
+      send(res, 429, loginPage({ uid: details.uid, clientName: client?.clientName, username, error }),
+        { 'Retry-After': String(wait) });
+      return;
+    }
     const ok = await verifyPassword(password, account?.password);
     if (!account || !ok) {
-      log('login failed', { user: username, client: clientId, ip, reason: account ? 'password' : 'unknown user' });
+      throttle.failure(username, ip);
+      log('login failed', { user: loggedName(username, account), client: clientId, ip, reason: account ? 'password' : 'unknown user' });
       await showLogin(req, res, details, { username, error: 'Invalid username or password.' }, 401);
       return;
     }
+    throttle.success(username);
     if (account.disabled) {
       log('login refused', { user: username, client: clientId, ip, reason: 'disabled' });
       send(res, 403, messagePage(
@@ -609,7 +693,7 @@ async function main() {
   }));
   provider.on('authorization.error', (ctx, err) => log('authorization refused', { error: err.message, detail: err.error_description }));
   const providerCallback = provider.callback();
-  const interactions = makeInteractionHandler(provider, accounts);
+  const interactions = makeInteractionHandler(provider, accounts, new LoginThrottle(cfg.login_throttle || {}));
 
   const server = http.createServer((req, res) => {
     if ((req.url || '').startsWith('/interaction/')) {
