@@ -118,3 +118,53 @@ def test_keep_alive_serves_several_ranges_on_one_connection(cog: tuple[str, byte
         for start in (0, 4096, 65536):
             r = s.get(url, headers={"Range": f"bytes={start}-{start + 511}"}, timeout=10)
             assert r.status_code == 206 and r.content == data[start : start + 512]
+
+
+def test_half_sent_requests_hold_nothing_for_long(data_dir: Path) -> None:
+    """Slowloris: 120 connections that send half a request and wait. The server must not
+    spend a thread on each (it runs on one event loop), must close them once the header
+    timeout passes, and must then serve a whole request as usual."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cscale_extensions.sites.assets", "--root",
+         str(data_dir / "eodata"), "--port", str(port), "--header-timeout", "2",
+         "--max-connections", "64"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/manifest.json", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        for _ in range(120):
+            s = socket.create_connection(("127.0.0.1", port), timeout=15)
+            s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            held.append(s)
+        time.sleep(0.5)
+        assert psutil.Process(proc.pid).num_threads() < 20
+        closed = 0
+        for s in held:  # each is closed by the server (recv gives EOF), not left hanging
+            try:
+                if s.recv(4096) == b"":
+                    closed += 1
+            except ConnectionResetError:
+                closed += 1
+        assert closed == len(held)
+        r = requests.get(f"http://127.0.0.1:{port}/manifest.json", timeout=10)
+        assert r.status_code == 200 and r.json()
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=10)
