@@ -7,6 +7,10 @@ An EGI Check-in entitlement looks like::
 
 ``<namespace>:<vo>[:<subgroup>…]:role=<role>#<authority>``. Only the VO (the first group
 component) and the role matter for admission; subgroup memberships count for their VO.
+
+Admin is narrower: a role held on the VO itself (no subgroup), or an entitlement the operator
+listed exactly. Any VO manager can create a subgroup and give themselves or others
+``role=admin`` in it, so a role in a subgroup never makes a hub admin.
 """
 
 from __future__ import annotations
@@ -89,9 +93,43 @@ def admitted_vos(roles_by_vo: dict[str, set[str]], vos: Iterable[str]) -> list[s
     return sorted(vo for vo in vos if roles_by_vo.get(vo))
 
 
+def vo_roles(
+    urns: Iterable[str] | str | None,
+    *,
+    namespace: str = "urn:mace:egi.eu:group",
+    authority: str | None = "aai.egi.eu",
+) -> dict[str, set[str]]:
+    """Map each VO to the roles held on the VO itself (entitlements naming a subgroup are left
+    out), only from the right authority."""
+    if isinstance(urns, str):
+        urns = [urns]
+    out: dict[str, set[str]] = {}
+    for urn in urns or ():
+        ent = parse(urn, namespace)
+        if ent is None or (authority is not None and ent.authority != authority):
+            continue
+        if len(ent.groups) == 1:
+            out.setdefault(ent.vo, set()).add(ent.role)
+    return out
+
+
 def is_admin(
-    roles_by_vo: dict[str, set[str]], vos: Iterable[str], admin_roles: Iterable[str]
+    urns: Iterable[str] | str | None,
+    vos: Iterable[str],
+    admin_roles: Iterable[str],
+    admin_entitlements: Iterable[str] = (),
+    *,
+    namespace: str = "urn:mace:egi.eu:group",
+    authority: str | None = "aai.egi.eu",
 ) -> bool:
-    """True when the user holds an admin role in one of the configured VOs."""
+    """True when ``urns`` hold one of ``admin_roles`` on one of ``vos`` itself (never in a
+    subgroup), or contain one of ``admin_entitlements`` exactly (full URNs, authority included)."""
+    if isinstance(urns, str):
+        urns = [urns]
+    urns = [u for u in urns or () if isinstance(u, str)]
+    explicit = {e for e in admin_entitlements if e}
+    if explicit & set(urns):
+        return True
+    roles = vo_roles(urns, namespace=namespace, authority=authority)
     admin_roles = set(admin_roles)
-    return any(roles_by_vo.get(vo, set()) & admin_roles for vo in vos)
+    return any(roles.get(vo, set()) & admin_roles for vo in vos)

@@ -2,10 +2,17 @@
 
 Endpoints come from the issuer's discovery document, so switching from the embedded provider
 to ``https://aai.egi.eu/auth/realms/egi`` is a change of ``auth.issuer`` only. A user is
-admitted when an entitlement names one of ``vos``; they become admin with one of
-``admin_roles`` in such a VO. Hub groups are the admitted VOs (never raw URNs). The access
-token is refreshed with the refresh token before it expires, so the copy a user server reads
-from the hub is always usable.
+admitted when an entitlement names one of ``vos`` (a subgroup of it counts); they become admin
+with one of ``admin_roles`` held on such a VO itself, never in a subgroup (any VO manager can
+create one), or with one of ``admin_entitlements``. Hub groups are the admitted VOs (never raw
+URNs). The access token is refreshed with the refresh token before it expires, so the copy a
+user server reads from the hub is always usable.
+
+Each hub user is bound to one identity of the issuer: the first login records the issuer and
+its ``sub`` in the user's auth state, and a later login that maps to the same hub name with
+another ``sub`` is refused. Usernames are only a mapping from a claim, and two claims can map
+to one name (``Alice``/``alice``; a literal ``x-dot-1a2b3c4d`` and the sanitised ``X.Dot``):
+without the binding the second account would become the first one's hub user.
 """
 
 from __future__ import annotations
@@ -96,15 +103,50 @@ def discover(issuer: str, timeout: float = 10.0) -> dict[str, Any]:
 
 
 def posix_username(name: str) -> str:
-    """A safe POSIX account name for a hub user: unchanged when already safe, else sanitised + hash."""
-    lowered = name.strip().lower()
-    if _POSIX_NAME.match(lowered):
-        return lowered
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    clean = re.sub(r"[^a-z0-9_-]+", "-", lowered).strip("-_") or "user"
+    """A safe POSIX account name for a hub user: the case-folded name when already safe, else
+    sanitised + a hash of the case-folded name (so case variants are one hub user).
+
+    Idempotent: the result is safe, so mapping it again returns it unchanged.
+    """
+    folded = name.strip().casefold()
+    if _POSIX_NAME.match(folded):
+        return folded
+    digest = hashlib.sha256(folded.encode()).hexdigest()[:8]
+    clean = re.sub(r"[^a-z0-9_-]+", "-", folded).strip("-_") or "user"
     if not clean[0].isalpha():
         clean = "u-" + clean
     return f"{clean[:22]}-{digest}"
+
+
+#: auth-state key of the identity a hub user is bound to: ``{"iss": <issuer>, "sub": <sub>}``
+IDENTITY_KEY = "cscale_identity"
+
+
+def identity_of(auth_state: dict | None) -> tuple[str, str] | None:
+    """The (issuer, sub) recorded in ``auth_state``; None when none is (never logged in, or
+    last logged in before bindings were recorded)."""
+    record = (auth_state or {}).get(IDENTITY_KEY)
+    if isinstance(record, dict) and record.get("iss") and record.get("sub"):
+        return str(record["iss"]), str(record["sub"])
+    return None
+
+
+def identity_conflict(bound: tuple[str, str] | None, current: tuple[str, str] | None) -> bool:
+    """True when a hub user bound to ``bound`` must not be entered with ``current``.
+
+    An unbound user (None) takes the current identity; a bound one only accepts the same one.
+    """
+    return bound is not None and bound != current
+
+
+def identity_refusal(name: str) -> str:
+    """The 403 text for a sign-in whose identity is not the one ``name`` is bound to."""
+    return (
+        f"This hub account ({name}) belongs to another identity: it was first used by a "
+        "different account of the identity provider than the one you signed in with, so "
+        "the sign-in was refused. Sign in with the account you used before, or ask the "
+        "operator of this hub if you think this is wrong."
+    )
 
 
 class CScaleAuthenticator(GenericOAuthenticator):
@@ -116,7 +158,17 @@ class CScaleAuthenticator(GenericOAuthenticator):
         help="OIDC issuer; authorize, token and userinfo URLs default from its discovery document.",
     )
     vos = List(Unicode(), config=True, help="VOs whose members are admitted; each is a hub group.")
-    admin_roles = List(Unicode(), ["admin"], config=True, help="VO roles that grant hub admin.")
+    admin_roles = List(
+        Unicode(),
+        ["admin"],
+        config=True,
+        help="Roles that grant hub admin when held on one of vos itself (not in a subgroup).",
+    )
+    admin_entitlements = List(
+        Unicode(),
+        config=True,
+        help="Full entitlement URNs that grant hub admin (and admission), compared exactly.",
+    )
     entitlements_claim = Unicode(
         "eduperson_entitlement", config=True, help="Claim with entitlements."
     )
@@ -217,10 +269,12 @@ class CScaleAuthenticator(GenericOAuthenticator):
         username = super().normalize_username(username)
         return posix_username(username) if self.posix_usernames else username
 
+    def _entitlements(self, auth_state: dict) -> Any:
+        return (auth_state.get(self.user_auth_state_key) or {}).get(self.entitlements_claim)
+
     def _roles_by_vo(self, auth_state: dict) -> dict[str, set[str]]:
-        user_info = auth_state.get(self.user_auth_state_key) or {}
         return entitlements.memberships(
-            user_info.get(self.entitlements_claim),
+            self._entitlements(auth_state),
             namespace=self.entitlement_namespace,
             authority=self.entitlement_authority,
         )
@@ -238,8 +292,15 @@ class CScaleAuthenticator(GenericOAuthenticator):
         return set(admitted) | cohorts
 
     async def update_auth_model(self, auth_model: dict) -> dict:
-        roles = self._roles_by_vo(auth_model["auth_state"])
-        if entitlements.is_admin(roles, self.vos, self.admin_roles):
+        admin = entitlements.is_admin(
+            self._entitlements(auth_model["auth_state"]),
+            self.vos,
+            self.admin_roles,
+            self.admin_entitlements,
+            namespace=self.entitlement_namespace,
+            authority=self.entitlement_authority,
+        )
+        if admin:
             auth_model["admin"] = True
         elif auth_model["admin"] is None:
             auth_model["admin"] = False
@@ -343,17 +404,71 @@ class CScaleAuthenticator(GenericOAuthenticator):
             raise web.HTTPError(403, "The identity provider's answers do not match; log in again.")
         return user_info
 
+    def _issuer(self) -> str:
+        return (self.oidc_issuer or self.token_url).rstrip("/")
+
     async def build_auth_state_dict(self, token_info: dict, user_info: dict) -> dict:
+        """oauthenticator's auth state, plus when the access token expires and the identity
+        (issuer, ``sub``) the sign-in is for."""
+        sub = user_info.get("sub")
+        if not isinstance(sub, str) or not sub:
+            self.log.warning("userinfo from %s has no sub; sign-in refused", self.userdata_url)
+            raise web.HTTPError(
+                403,
+                "The identity provider did not say which account signed in (no subject); "
+                "log in again, and tell the operator of this hub if this persists.",
+            )
         state = super().build_auth_state_dict(token_info, user_info)
         expires_in = token_info.get("expires_in")
         if isinstance(expires_in, int | float):
             state["expires_at"] = time.time() + float(expires_in)
+        state[IDENTITY_KEY] = {"iss": self._issuer(), "sub": sub}
         return state
+
+    async def authenticate(self, handler, data=None, **kwargs):
+        """oauthenticator's sign-in, refused (403) when the hub user it maps to is bound to
+        another identity; an existing user without a recorded identity takes this one."""
+        model = await super().authenticate(handler, data, **kwargs)
+        if model and handler is not None:
+            user = handler.find_user(model["name"])
+            if user is not None:
+                await self._check_binding(model, identity_of(await user.get_auth_state()))
+        return model
+
+    async def _check_binding(self, model: dict, bound: tuple[str, str] | None) -> None:
+        """Raise the 403 page when the sign-in ``model`` is not the identity ``bound``."""
+        current = identity_of(model.get("auth_state"))
+        name = model["name"]
+        if not identity_conflict(bound, current):
+            if bound is None and current is not None:
+                self.log.info(
+                    "Hub user %s had no recorded identity; bound to sub %r of %s at this sign-in",
+                    name,
+                    current[1],
+                    current[0],
+                )
+            return
+        user_info = model["auth_state"].get(self.user_auth_state_key) or {}
+        claim = self.username_claim if isinstance(self.username_claim, str) else "sub"
+        self.log.warning(
+            "Refused a sign-in as hub user %s: it is bound to sub %r of %s, this sign-in is "
+            "sub %r of %s (%s %r). If the person's identity really changed, see 'Identity "
+            "binding' in docs/security.md.",
+            name,
+            bound[1],
+            bound[0],
+            current[1] if current else None,
+            current[0] if current else None,
+            claim,
+            str(user_info.get(claim, ""))[:80],
+        )
+        raise web.HTTPError(403, identity_refusal(name))
 
     async def refresh_user(self, user, handler=None, **kwargs):
         """Refresh, then re-check admission: a user who left every admitted VO (or whose
-        account the IdP disabled) must log in again, and is refused there. While the IdP
-        does not answer, the current auth is kept (checked again at the next refresh)."""
+        account the IdP disabled, or whose tokens name another identity than the recorded
+        one) must log in again, and is refused there. While the IdP does not answer, the
+        current auth is kept (checked again at the next refresh)."""
         try:
             model = await self._refresh_tokens(user, handler, **kwargs)
         except (IdpUnavailable, OSError) as exc:
@@ -364,6 +479,15 @@ class CScaleAuthenticator(GenericOAuthenticator):
                 raise
             self.log.warning("Cannot refresh %s, the IdP is unreachable (%s)", user.name, exc)
             return True
+        if isinstance(model, dict):
+            bound = identity_of(await user.get_auth_state())
+            if identity_conflict(bound, identity_of(model.get("auth_state"))):
+                self.log.warning(
+                    "Refreshed tokens of %s name another identity than the recorded one; "
+                    "login required",
+                    user.name,
+                )
+                return False
         if isinstance(model, dict) and not await self.check_allowed(model["name"], model):
             self.log.warning(
                 "%s is no longer a member of an admitted VO; login required", user.name
@@ -375,6 +499,10 @@ class CScaleAuthenticator(GenericOAuthenticator):
         """Refresh proactively: when the access token expires within ``refresh_margin``,
         exchange the refresh token first, instead of waiting for userinfo to fail."""
         auth_state = await user.get_auth_state() if self.enable_auth_state else None
+        if auth_state and not auth_state.get("token_response"):
+            # e.g. only the identity binding, set by the operator to re-bind the user
+            self.log.info("%s has no tokens in its auth state; login required", user.name)
+            return False
         if auth_state and auth_state.get("refresh_token"):
             expires_at = auth_state.get("expires_at")
             if expires_at is not None and expires_at - time.time() < self.refresh_margin:

@@ -38,13 +38,14 @@ def test_memberships_require_the_authority():
 def test_vo_mapping_and_admin():
     roles = ent.memberships([MEMBER, ADMIN, OTHER])
     assert ent.admitted_vos(roles, ["vo.cscale.eu"]) == ["vo.cscale.eu"]
-    assert ent.is_admin(roles, ["vo.cscale.eu"], ["admin"])
-    assert not ent.is_admin(ent.memberships([MEMBER]), ["vo.cscale.eu"], ["admin"])
+    assert ent.is_admin([MEMBER, ADMIN, OTHER], ["vo.cscale.eu"], ["admin"])
+    assert not ent.is_admin([MEMBER], ["vo.cscale.eu"], ["admin"])
     # an admin role in a VO the hub does not serve grants nothing
-    other_admin = ent.memberships(["urn:mace:egi.eu:group:vo.other.eu:role=admin#aai.egi.eu"])
-    assert not ent.is_admin(other_admin, ["vo.cscale.eu"], ["admin"])
+    other_admin = "urn:mace:egi.eu:group:vo.other.eu:role=admin#aai.egi.eu"
+    assert not ent.is_admin([other_admin], ["vo.cscale.eu"], ["admin"])
     assert ent.admitted_vos(ent.memberships([OTHER]), ["vo.cscale.eu"]) == []
     assert ent.memberships(MEMBER) == {"vo.cscale.eu": {"member"}}  # a single string claim
+    assert ent.is_admin(ADMIN, ["vo.cscale.eu"], ["admin"])  # a single string claim
 
 
 @pytest.mark.parametrize(("name", "expected"), [("demo-member", "demo-member"), ("Alice", "alice")])
