@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -118,6 +118,16 @@ class SearchBody(BaseModel):
     limit: int | None = None
     sortby: list[dict[str, Any]] | str | None = None
     token: str | None = None
+
+
+def shown_site_url(url: str) -> str:
+    """A site's URL as users may see it: without user:password@ or a query, where an
+    operator may have put the site's credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _normalize_prefix(prefix: str) -> str:
@@ -333,7 +343,7 @@ def create_app(
             entry: dict[str, Any] = {
                 "name": s.name,
                 "title": s.title,
-                "url": s.url,
+                "url": shown_site_url(s.url),
                 "status": "ok" if h.ok else "unavailable",
                 "collections": sorted(
                     c for c, d in view.collections.items() if s.name in d["federation:sites"]

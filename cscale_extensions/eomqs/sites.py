@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin
 
-from .client import HttpClient, RequestFailed, RequestTimeout
+from .client import HttpClient, RequestFailed, RequestTimeout, origin
 
 try:  # orjson parses large pages several times faster; json is the fallback
     from orjson import loads
@@ -98,11 +98,20 @@ async def _json_request(
     params: dict[str, str] | None = None,
     allow_404: bool = False,
 ) -> Any:
-    """One request to ``site`` answered with JSON, within the site's timeout."""
-    headers = {"Accept": "application/json, application/geo+json", **site.headers}
+    """One request to ``site`` answered with JSON, within the site's timeout. The site's
+    configured headers (its credentials) go only to the site's own origin: a link or redirect
+    of the site to another host gets none."""
+    headers = {"Accept": "application/json, application/geo+json"}
+    own = site.headers if origin(url) == origin(site.url) else None
     try:
         status, content = await client.request(
-            method, url, body=body, params=params, headers=headers, timeout=site.timeout
+            method,
+            url,
+            body=body,
+            params=params,
+            headers=headers,
+            timeout=site.timeout,
+            credentials=own,
         )
     except RequestTimeout as exc:
         raise SiteFailure("timeout", str(exc)) from None

@@ -15,9 +15,16 @@ from urllib.parse import urlsplit
 
 SERVICE_NAME = "runs"
 SETTINGS_ENV = "CSCALE_RUNS_SETTINGS"
-#: the least the service needs: start the users' `runs` servers, see whether they are ready
-#: (and who is an admin: read:servers includes read:users:name), and talk to them
-SERVICE_SCOPES = ["start:servers", "read:servers", "access:servers"]
+#: the least the service needs, each for one thing (see runs/usertokens.py):
+#: - start:servers: start the users' `runs` servers (POST /users/<name>/servers/runs);
+#: - read:servers: see whether a server is ready and where (GET /users/<name>; it includes
+#:   read:users:name, which also tells who is an admin);
+#: - tokens: mint (and delete) for each user a short-lived token scoped to
+#:   access:servers!server=<user>/runs, the only credential the service shows to a user's
+#:   server. The hub requires `tokens` on the user for POST /users/<name>/tokens and checks
+#:   the requested scopes against the user's own, not the service's, so the service itself
+#:   holds no access:servers: its own token opens no user server and goes to the hub API only.
+SERVICE_SCOPES = ["start:servers", "read:servers", "tokens"]
 
 
 def role_spec() -> dict[str, Any]:

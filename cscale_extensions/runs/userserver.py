@@ -1,9 +1,11 @@
 """Reach a user's ``runs`` server: start it through the hub, then use its Jupyter Server API.
 
-Everything goes over HTTP with the service's hub token: the hub REST API to start the named
-server (so it gets the user's spawner, profile, limits, environment and home), and the user
-server's REST API through the hub's proxy (contents API to write the run spec and read
-status/output/log; one small "launcher" kernel per user to start detached executors).
+Everything goes over HTTP. The hub REST API, with the service's own hub token, starts the
+named server (so it gets the user's spawner, profile, limits, environment and home). The user
+server's REST API is reached through the hub's proxy (contents API to write the run spec and
+read status/output/log; one small "launcher" kernel per user to start detached executors) with
+a short-lived token of that user which opens only that server (:mod:`.usertokens`): the
+server, and so the user, never sees the service's token.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
+
+from .usertokens import TokenError, UserTokens
 
 log = logging.getLogger("cscale.runs")
 
@@ -72,18 +76,28 @@ class UserServers:
         self.hub_api = hub_api_url.rstrip("/")
         parts = urlsplit(proxy_url)
         self.proxy_origin = f"{parts.scheme}://{parts.netloc}"
-        self.token = token
         self.server_name = server_name
         self.start_timeout = start_timeout
-        headers = {"Authorization": f"token {token}"}
-        self.http = httpx.AsyncClient(headers=headers, timeout=30.0)
+        # the service's own token: sent to the hub API only, never to a user's server
+        self.http = httpx.AsyncClient(headers={"Authorization": f"token {token}"}, timeout=30.0)
+        # to the users' servers: no default credentials; each request carries the user's token
+        self.servers_http = httpx.AsyncClient(timeout=30.0)
+        self.tokens = UserTokens(self.http, self.hub_api, server_name)
         self._urls: dict[str, str] = {}
         self._kernels: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirs: set[str] = set()
 
     async def close(self) -> None:
+        await self.tokens.close()
+        await self.servers_http.aclose()
         await self.http.aclose()
+
+    async def _user_token(self, user: str) -> str:
+        try:
+            return await self.tokens.get(user)
+        except TokenError as exc:
+            raise ServerError(str(exc)) from exc
 
     # hub side
     async def user_model(self, user: str) -> dict[str, Any] | None:
@@ -110,7 +124,7 @@ class UserServers:
             while True:
                 state = await self.server_state(user)
                 if state and state.get("ready"):
-                    url = self.proxy_origin + state["url"]
+                    url = self._server_url(state)
                     if self._urls.get(user) != url:
                         self._kernels.pop(user, None)
                         self._dirs.discard(user)
@@ -138,6 +152,11 @@ class UserServers:
                     )
                 await asyncio.sleep(0.5)
 
+    def _server_url(self, state: dict[str, Any]) -> str:
+        """The server's URL through the proxy (the hub gives a path, or with per-user
+        subdomains an absolute URL)."""
+        return urljoin(self.proxy_origin + "/", state["url"])
+
     async def known(self, user: str) -> bool:
         """True when the user's server URL is known (asking the hub if needed)."""
         return user in self._urls or await self.refresh_url(user)
@@ -150,10 +169,17 @@ class UserServers:
 
     async def _request(self, user: str, method: str, path: str, **kw: Any) -> httpx.Response:
         url = self._url(user) + path
-        try:
-            r = await self.http.request(method, url, **kw)
-        except httpx.HTTPError as exc:
-            raise ServerError(f"{method} {path} on the server of {user}: {exc}") from exc
+        for attempt in (1, 2):
+            token = await self._user_token(user)
+            headers = {"Authorization": f"token {token}"}
+            try:
+                r = await self.servers_http.request(method, url, headers=headers, **kw)
+            except httpx.HTTPError as exc:
+                raise ServerError(f"{method} {path} on the server of {user}: {exc}") from exc
+            if r.status_code not in (401, 403) or attempt == 2:
+                break
+            # revoked (e.g. by the user on their token page) or deleted at renewal: a fresh one
+            await self.tokens.discard(user, token)
         if r.status_code in (502, 503, 424) or (r.status_code == 404 and "/hub/" in str(r.url)):
             self._urls.pop(user, None)
             raise Gone(f"the {self.server_name!r} server of {user} is not running")
@@ -166,7 +192,7 @@ class UserServers:
         """Re-learn the server URL from the hub; False when the server is not running."""
         state = await self.server_state(user)
         if state and state.get("ready"):
-            self._urls[user] = self.proxy_origin + state["url"]
+            self._urls[user] = self._server_url(state)
             return True
         self._urls.pop(user, None)
         return False
@@ -243,9 +269,8 @@ class UserServers:
 
     async def _execute(self, user: str, kernel: str, code: str, timeout: float = 60.0) -> str:
         ws_url = self._url(user).replace("http", "ws", 1) + f"api/kernels/{kernel}/channels"
-        req = HTTPRequest(
-            ws_url, headers={"Authorization": f"token {self.token}"}, request_timeout=30
-        )
+        token = await self._user_token(user)
+        req = HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}, request_timeout=30)
         try:
             conn = await websocket_connect(req)
         except Exception as exc:
