@@ -8,7 +8,11 @@ the largest value of each limit); clusters stop after ``idle_timeout``; a user m
 
 from __future__ import annotations
 
+import contextvars
 import os
+import pwd
+import shutil
+import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,20 +89,121 @@ class ClusterCountLimit:
         return await super().start_cluster(user, cluster_options)
 
 
+_SETUP: contextvars.ContextVar[Any] = contextvars.ContextVar("cscale_gateway_setup")
+#: sibling of the clusters directory holding each cluster's logs (root's, see TLSPathsFix)
+LOGS_DIR = "cluster-logs"
+
+
 class TLSPathsFix:
-    """LocalBackend mixin: dask-gateway 2026.3 passes the characters of the TLS file paths
-    (``paths.extend(path)``) to ``set_file_permissions``; chown the real files instead."""
+    """LocalBackend mixin: give the user exactly their cluster's own files, nothing else.
+
+    dask-gateway 2026.3 ``LocalBackend.setup_working_directory`` hands ``set_file_permissions``
+    the working, certs and logs directories followed by the *characters* of the two TLS file
+    paths (``paths.extend(path)``), among them ``"/"``: upstream then chowns ``/`` to the user.
+    Here the paths passed in are ignored. What is chowned is computed from the cluster being
+    set up: its working directory (which must be a direct child of ``clusters_directory``), the
+    certs directory in it and the two TLS files, each opened relative to its directory's
+    descriptor without following links, checked to be a directory / regular file still owned
+    by root and chowned through the descriptor. Everything inside is chowned before the
+    working directory itself, so the user cannot swap anything meanwhile.
+
+    Logs are not in the working directory: root creates each process's log file there
+    (``start_process``), and in a directory the user owns they could first replace ``logs``
+    by a link to, say, ``/etc/logrotate.d`` and have root create a file of their making in it.
+    They go to ``<clusters_directory>/../cluster-logs/<cluster>/`` instead: root's, group the
+    user's, 0750 (the user reads them, cannot change the directory), removed with the cluster.
+    """
+
+    def setup_working_directory(self, cluster):
+        token = _SETUP.set(cluster)
+        try:
+            return super().setup_working_directory(cluster)
+        finally:
+            _SETUP.reset(token)
+
+    def _clusters_root(self) -> str:
+        if not self.clusters_directory:
+            raise PermissionError("set LocalBackend.clusters_directory: the working directories "
+                                  "must be under one root-owned directory")
+        return os.path.realpath(self.clusters_directory)
+
+    def get_logs_directory(self, workdir):
+        root = os.path.join(os.path.dirname(self._clusters_root()), LOGS_DIR)
+        return os.path.join(root, os.path.basename(os.path.normpath(workdir)))
+
+    def cleanup_working_directory(self, workdir):
+        super().cleanup_working_directory(workdir)
+        logs = self.get_logs_directory(workdir)
+        if os.path.isdir(logs) and not os.path.islink(logs):
+            shutil.rmtree(logs, ignore_errors=True)
+
+    def cluster_paths(self, cluster) -> tuple[str, str, list[str], str]:
+        """The cluster's working directory (a direct child of ``clusters_directory``), the name
+        of its certs directory, the names of the TLS files in it, and its logs directory."""
+        name = str(cluster.name)
+        if not name or "/" in name or name in (".", ".."):
+            raise PermissionError(f"cluster name {name!r} is not a directory name")
+        workdir = os.path.join(self._clusters_root(), name)
+        certs = self.get_certs_directory(workdir)
+        tls = self._get_tls_paths(workdir)
+        if os.path.dirname(certs) != workdir or {os.path.dirname(p) for p in tls} != {certs}:
+            raise PermissionError(f"unexpected cluster layout under {workdir}; not chowned")
+        names = [os.path.basename(p) for p in tls]
+        return workdir, os.path.basename(certs), names, self.get_logs_directory(workdir)
 
     def set_file_permissions(self, paths, username):
-        dirs = [p for p in paths if os.path.isabs(p)]
-        files = list(self._get_tls_paths(dirs[0])) if dirs else []
-        return super().set_file_permissions(dirs + files, username)
+        cluster = _SETUP.get(None)
+        if cluster is None:
+            raise PermissionError("set_file_permissions outside setup_working_directory refused")
+        if username != cluster.username:
+            raise PermissionError(f"{username!r} does not own cluster {cluster.name}")
+        entry = pwd.getpwnam(username)
+        owner = (entry.pw_uid, entry.pw_gid)
+        workdir, certs, tls, logs = self.cluster_paths(cluster)
+        lfd = _open_own(logs, None, is_dir=True)
+        try:  # root's, readable by the user's group
+            os.fchown(lfd, -1, entry.pw_gid)
+            os.fchmod(lfd, 0o750)
+        finally:
+            os.close(lfd)
+        wfd = _open_own(workdir, None, is_dir=True)
+        try:
+            cfd = _open_own(certs, wfd, is_dir=True)
+            try:
+                for f in tls:
+                    ffd = _open_own(f, cfd, is_dir=False)
+                    try:
+                        os.fchown(ffd, *owner)
+                    finally:
+                        os.close(ffd)
+                os.fchown(cfd, *owner)
+            finally:
+                os.close(cfd)
+            os.fchown(wfd, *owner)  # last: until now the user could change nothing in it
+        finally:
+            os.close(wfd)
+
+
+def _open_own(name: str, dir_fd: int | None, *, is_dir: bool) -> int:
+    """Open ``name`` (relative to ``dir_fd``) without following a link; only a directory /
+    regular file owned by this process (as just created for the cluster) is accepted."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(name, flags | (os.O_DIRECTORY if is_dir else 0), dir_fd=dir_fd)
+    st = os.fstat(fd)
+    kind_ok = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)
+    if not kind_ok or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise PermissionError(f"{name}: not a {'directory' if is_dir else 'file'} of the "
+                              "gateway; not chowned")
+    return fd
 
 
 def _limited(backend_cls: type) -> type:
-    return type(
-        f"CScale{backend_cls.__name__}", (ClusterCountLimit, TLSPathsFix, backend_cls), {}
-    )
+    from dask_gateway_server.backends.local import UnsafeLocalBackend
+
+    # UnsafeLocalBackend runs clusters as the gateway's own account: nothing to chown
+    fix = () if issubclass(backend_cls, UnsafeLocalBackend) else (TLSPathsFix,)
+    return type(f"CScale{backend_cls.__name__}", (ClusterCountLimit, *fix, backend_cls), {})
 
 
 def configure(c, cfg: dict[str, Any]) -> None:
@@ -131,7 +236,8 @@ def configure(c, cfg: dict[str, Any]) -> None:
         data_dir = Path(cfg["platform"]["data_dir"])
         # users traverse to their own cluster directories (0700, theirs); the database is private
         state = data_dir / "dask-gateway"
-        for d, mode in ((state, 0o711), (state / "clusters", 0o711), (state / "db", 0o700)):
+        for d, mode in ((state, 0o711), (state / "clusters", 0o711), (state / LOGS_DIR, 0o711),
+                        (state / "db", 0o700)):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, mode)
         base_url = cfg["hub"]["base_url"]

@@ -6,19 +6,34 @@ as that account, so users are isolated from each other by the operating system.
 :class:`SameUserSpawner` (the platform runs unprivileged) runs every server as the
 launcher's account with per-user homes: convenient for a laptop, but users are NOT isolated.
 Both copy the workflow notebooks into the home before every start.
+
+Root never operates on a path in a home: the hub only creates a home that does not exist yet
+(``mkdir`` in the root-owned ``homes_dir``, then ``fchown`` of what it created, never anything
+inside it), and :class:`SystemUserSpawner` synchronises the notebooks in a subprocess running
+as the user (uid, gid and supplementary groups of the account, cwd the home, a minimal
+environment, a timeout), which prints its report as JSON for the hub's log. A sync that fails
+(a link planted at the target, a full disk, a timeout …) is logged and does not stop the
+spawn: the user's server starts with the notebooks as they are, and the next start tries
+again. :class:`SameUserSpawner` runs the sync in-process: it is the same account anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import pwd
+import stat
 import subprocess
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from tornado import web
-from traitlets import Dict, Unicode
+from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import notebook_sync
@@ -33,17 +48,81 @@ class NotebooksMixin(LoggingConfigurable):
     notebooks_target = Unicode("workflow_notebooks", config=True, help="Target dir relative to home.")
     platform_env = Dict(config=True, help="Environment every user server gets (STAC URL, gateway …).")
 
-    def sync_notebooks(self, home: str, uid: int | None = None, gid: int | None = None) -> None:
+    notebooks_sync_timeout = Float(
+        60, config=True, help="Seconds a notebook sync (run as the user) may take."
+    )
+
+    def sync_notebooks(self, home: str) -> None:
+        """Sync in this process, with this process's rights (only for the same account)."""
         if not self.notebooks_source:
             return
-        report = notebook_sync.sync(
-            Path(self.notebooks_source), Path(home, self.notebooks_target), uid, gid
-        )
+        try:
+            report = notebook_sync.sync(
+                Path(self.notebooks_source), Path(home, self.notebooks_target)
+            )
+        except OSError as exc:
+            self._log_sync({"error": str(exc)})
+        else:
+            self._log_sync(asdict(report))
+
+    async def sync_notebooks_as(self, home: str, entry: pwd.struct_passwd) -> None:
+        """Sync in a subprocess running as ``entry``'s account; log its JSON report."""
+        if not self.notebooks_source:
+            return
+        cmd = [sys.executable, "-I", "-m", "cscale_extensions.notebook_sync",
+               self.notebooks_source, str(Path(home, self.notebooks_target))]
+        env = {"HOME": home, "USER": entry.pw_name, "LOGNAME": entry.pw_name,
+               "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, user=entry.pw_uid, group=entry.pw_gid,
+                extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._log_sync({"error": f"cannot start the sync: {exc}"})
+            return
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.notebooks_sync_timeout)
+        except BaseException as exc:  # the timeout, or this spawn was cancelled
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            if not isinstance(exc, TimeoutError):
+                raise
+            self._log_sync({"error": f"the sync took more than {self.notebooks_sync_timeout:g}s"})
+            return
+        try:
+            doc = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
+            if not isinstance(doc, dict):
+                raise ValueError(doc)
+        except (ValueError, IndexError):
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            doc = {"error": f"exit status {proc.returncode}: {' | '.join(tail) or 'no output'}"}
+        self._log_sync(doc)
+
+    def _log_sync(self, doc: dict) -> None:
+        if "error" in doc:
+            self.log.warning(
+                "workflow notebooks for %s not synchronised (the server starts anyway): %s",
+                self.user.name, str(doc["error"])[:500],
+            )
+            return
+
+        def n(key: str) -> int:
+            value = doc.get(key)
+            return len(value) if isinstance(value, list) else 0
+
         self.log.info(
             "workflow notebooks for %s: %d new, %d updated, %d kept (user edits), %d unchanged",
-            self.user.name, len(report.created), len(report.updated), len(report.kept),
-            len(report.unchanged),
+            self.user.name, n("created"), n("updated"), n("kept"), n("unchanged"),
         )
+        if n("refused"):
+            self.log.warning(
+                "workflow notebooks for %s: %d path(s) not touched (links or not regular files): %s",
+                self.user.name, n("refused"), ", ".join(map(str, doc["refused"][:10])),
+            )
 
     def platform_environment(self) -> dict[str, str]:
         env = {k: str(v) for k, v in self.platform_env.items()}
@@ -111,13 +190,42 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
 
         return preexec
 
-    async def start(self):
+    def ensure_home(self) -> tuple[Path, pwd.struct_passwd]:
+        """The account and its home, created (0700, theirs) when it does not exist yet.
+
+        Root only ever creates the home itself in the root-owned ``homes_dir`` and chowns
+        what it created through a descriptor; an existing home is never changed, only
+        checked: a directory (not a link) owned by the account."""
         entry = self.ensure_account()
         home = self.home_path
-        if not home.exists():
-            home.mkdir(mode=0o700, parents=True)
-            os.chown(home, entry.pw_uid, entry.pw_gid)
-        self.sync_notebooks(str(home), entry.pw_uid, entry.pw_gid)
+        Path(self.homes_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not os.path.lexists(home):
+            try:
+                os.mkdir(home, 0o700)
+            except FileExistsError:
+                pass  # created meanwhile: checked below
+            else:
+                fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.fchown(fd, entry.pw_uid, entry.pw_gid)
+                finally:
+                    os.close(fd)
+        st = os.lstat(home)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != entry.pw_uid:
+            self.log.error(
+                "home %s of %s: not a directory owned by uid %d (mode %o, uid %d); left alone",
+                home, self.user.name, entry.pw_uid, st.st_mode, st.st_uid,
+            )
+            raise web.HTTPError(
+                500, f"The home directory of {self.user.name} is not in order (it is not a "
+                     "directory owned by the account); the operator will find details in the "
+                     "hub log.",
+            )
+        return home, entry
+
+    async def start(self):
+        home, entry = self.ensure_home()
+        await self.sync_notebooks_as(str(home), entry)
         return await super().start()
 
     def get_env(self):

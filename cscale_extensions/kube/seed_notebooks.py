@@ -23,10 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.src.is_dir():
         print(f"seed-notebooks: {args.src} is not a directory; nothing copied", file=sys.stderr)
         return 0
-    report = sync(args.src, args.dest)
+    try:
+        report = sync(args.src, args.dest)
+    except OSError as exc:  # e.g. the target is a link: the server starts anyway
+        print(f"seed-notebooks: nothing copied: {exc}", file=sys.stderr)
+        return 0
     print(
         f"seed-notebooks: {len(report.created)} new, {len(report.updated)} updated, "
         f"{len(report.kept)} kept (user edits), {len(report.unchanged)} unchanged"
+        + (f", {len(report.refused)} not touched (links)" if report.refused else "")
     )
     return 0
 

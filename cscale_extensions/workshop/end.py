@@ -1,37 +1,38 @@
 """``workshop end`` / ``workshop tick``: stop the cohort's servers, export each participant's
-home to ``exports/<user>.tar.gz``, disable their accounts (embedded provider)."""
+home to ``exports/<user>.tar.gz`` (read as the participant, see
+:mod:`cscale_extensions.workshop.export`), disable their accounts (embedded provider)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
 from ..oidc import accounts
+from .export import export_as_owner
 from .hubapi import HubAPI
 from .model import Workshop, now, save
 
 
 def export_home(home: Path, archive: Path, exclude: list[str]) -> int:
-    """Write ``home`` as ``archive`` (tar.gz, 0600) without ``exclude``; return the file count."""
-    skip = {str(home / e) for e in exclude}
-    count = 0
+    """Write ``home`` as ``archive`` (tar.gz, 0600) without ``exclude``; return the file count.
 
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        nonlocal count
-        full = str(home.parent / info.name)
-        if any(full == s or full.startswith(s + "/") for s in skip):
-            return None
-        if info.isfile():
-            count += 1
-        return info
-
+    Root only creates the archive (in the root-only exports directory); the home is read by
+    a process running as its owner (:mod:`cscale_extensions.workshop.export`)."""
     tmp = archive.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
-        tar.add(home, arcname=home.name, filter=keep)
-    os.replace(tmp, archive)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            count = export_as_owner(home, fd, exclude)
+        finally:
+            os.close(fd)
+        os.replace(tmp, archive)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return count
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,8 @@ def target_name(cfg: dict[str, Any], ws: Workshop) -> str:
 
 def _home(spawner) -> tuple[Path | None, int | None, int | None]:
     """The user's home (created, owned by their account) and uid/gid, for local spawners."""
-    if hasattr(spawner, "ensure_account") and hasattr(spawner, "home_path"):
-        entry = spawner.ensure_account()
-        home = Path(spawner.home_path)
-        if not home.exists():
-            home.mkdir(mode=0o700, parents=True)
-            os.chown(home, entry.pw_uid, entry.pw_gid)
+    if hasattr(spawner, "ensure_home"):  # SystemUserSpawner: creates it only if missing
+        home, entry = spawner.ensure_home()
         return home, entry.pw_uid, entry.pw_gid
     home_dir = getattr(spawner, "home_dir", None)
     if home_dir and "{" not in str(home_dir):
