@@ -3,7 +3,9 @@
 Callers authenticate with a hub API token (``Authorization: token …`` or ``Bearer …``),
 checked against the hub by :class:`jupyterhub.services.auth.HubAuth`; the token must carry
 ``access:services!service=runs``. A user sees and controls only their own runs and
-schedules (others' are 404); hub admins see and control all.
+schedules (others' are 404); hub admins see and control all. What one user may submit is
+bounded before anything is stored (:mod:`.limits`: rate, sweep size from the grid's shape,
+parameter and body size; :mod:`.cronrules`: schedules that fire, and not too often).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from jupyterhub.services.auth import HubAuth
 from sqlalchemy import exc as sa_exc
 from tornado.web import HTTPError as TornadoHTTPError
 
-from .dispatcher import Dispatcher, next_fire, run_dir
+from .cronrules import CronRefused, check_schedule
+from .dispatcher import Dispatcher, run_dir
+from .limits import BodyLimit, SubmissionRate, human, json_size, sweep_size
 from .models import RunRequest, ScheduleRequest, SweepRequest
 from .store import ACTIVE, STATES, TERMINAL, Store, db_error_line, engine_for, new_id
-from .userserver import ServerError, UserServers
+from .userserver import ServerError, TooLarge, UserServers
 
 log = logging.getLogger("cscale.runs")
 PUBLIC_RUN_KEYS = (
@@ -108,6 +112,24 @@ async def caller(request: Request) -> Caller:
 User = Annotated[Caller, Depends(caller)]
 
 
+async def submitter(request: Request, user: User) -> Caller:
+    """The caller of a request that creates runs or schedules, within their submission rate."""
+    rate: SubmissionRate = request.app.state.rate
+    wait = rate.check(user.name)
+    if wait:
+        raise HTTPException(
+            429,
+            f"too many submissions: {user.name} made {rate.limit} in the last minute and the "
+            f"limit per user is {rate.limit} a minute (runs.max_submissions_per_minute); try "
+            f"again in {wait:.0f} s",
+            headers={"Retry-After": str(int(wait + 0.999))},
+        )
+    return user
+
+
+Submitter = Annotated[Caller, Depends(submitter)]
+
+
 def create_app(
     settings: dict[str, Any],
     state_dir: Path,
@@ -164,6 +186,13 @@ def create_app(
     app.state.hub_auth = hub_auth
     app.state.servers = servers
     app.state.dispatcher = dispatcher
+    app.state.rate = SubmissionRate(int(settings["max_submissions_per_minute"]))
+    body_limit = int(settings["max_notebook_bytes"]) + int(settings["max_parameters_bytes"])
+    app.add_middleware(
+        BodyLimit,
+        limit=body_limit + 64 * 1024,
+        names="runs.max_notebook_bytes + runs.max_parameters_bytes + 64 KiB",
+    )
 
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
@@ -200,7 +229,21 @@ def create_app(
             raise HTTPException(404, f"no schedule {sid}")
         return s
 
+    def within_parameter_limit(req: RunRequest) -> None:
+        limit = settings["max_parameters_bytes"]
+        size = json_size(req.parameters)
+        if isinstance(req, SweepRequest):
+            size += json_size(req.parameter_sets or []) + json_size(req.grid or {})
+        if size > limit:
+            raise HTTPException(
+                413,
+                f"the parameters are {size} bytes of JSON and the limit is {limit} "
+                "(runs.max_parameters_bytes); put large inputs in a file in your home and pass "
+                "its path as a parameter",
+            )
+
     def run_fields(req: RunRequest, owner: str) -> dict[str, Any]:
+        within_parameter_limit(req)
         if req.notebook is not None:
             size = len(json.dumps(req.notebook))
             if size > settings["max_notebook_bytes"]:
@@ -242,7 +285,7 @@ def create_app(
         return {"ok": True, "active": sum(store.count_active().values())}
 
     @r.post("/runs", status_code=201, summary="Submit a run")
-    async def submit(req: RunRequest, user: User) -> dict[str, Any]:
+    async def submit(req: RunRequest, user: Submitter) -> dict[str, Any]:
         fields = run_fields(req, user.name)
         within_queue_limit(user.name, 1)
         run = store.add_runs([fields])[0]
@@ -250,16 +293,21 @@ def create_app(
         return public_run(run)
 
     @r.post("/sweeps", status_code=201, summary="Submit one run per parameter set")
-    async def sweep(req: SweepRequest, user: User) -> dict[str, Any]:
+    async def sweep(req: SweepRequest, user: Submitter) -> dict[str, Any]:
+        size, limit = sweep_size(req.parameter_sets, req.grid), settings["max_sweep"]
+        if size > limit:  # from the grid's shape: expanding a huge grid would hang the service
+            shape = " x ".join(str(len(v)) for v in (req.grid or {}).values()) or "none"
+            raise HTTPException(
+                413,
+                f"the sweep would make {human(size)} runs (grid {shape}, "
+                f"{len(req.parameter_sets or [])} parameter sets) and the limit is {limit} "
+                "(runs.max_sweep); split it into smaller sweeps",
+            )
+        base = run_fields(req, user.name)
         try:
             sets = req.expand()
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        if len(sets) > settings["max_sweep"]:
-            raise HTTPException(
-                422, f"{len(sets)} parameter sets exceed the limit of {settings['max_sweep']}"
-            )
-        base = run_fields(req, user.name)
         within_queue_limit(user.name, len(sets))
         sweep_id = new_id()
         rows = [
@@ -322,7 +370,11 @@ def create_app(
         run = own_run(run_id, user)
         text = await _file(run, dispatcher.output_path(run_id), "output.ipynb")
         if text is None:
-            raise HTTPException(404, f"run {run_id} has no output notebook (yet)")
+            raise HTTPException(
+                404,
+                f"run {run_id} has no output notebook (yet); one larger than "
+                f"runs.max_output_bytes stays only in the owner's home, ~/{run_dir(run_id)}/",
+            )
         return Response(text, media_type="application/x-ipynb+json")
 
     @r.get(
@@ -342,7 +394,15 @@ def create_app(
             return None
         try:
             await servers.known(run["owner"])
-            return await servers.read_text(run["owner"], f"{run_dir(run['id'])}/{name}")
+            return await servers.read_text(
+                run["owner"], f"{run_dir(run['id'])}/{name}", int(settings["max_output_bytes"])
+            )
+        except TooLarge as exc:
+            raise HTTPException(
+                413,
+                f"the run's {name} is larger than runs.max_output_bytes; it is in the owner's "
+                f"home at ~/{run_dir(run['id'])}/{name}",
+            ) from exc
         except ServerError as exc:
             raise HTTPException(502, f"the user's runs server did not answer: {exc}") from exc
 
@@ -362,8 +422,27 @@ def create_app(
         dispatcher.wake.set()
         return public_run(store.get_run(run_id))
 
+    @r.delete(
+        "/runs/{run_id}",
+        status_code=204,
+        summary="Delete a queued or ended run's record (its files in your home stay)",
+    )
+    async def delete_run(run_id: str, user: User) -> Response:
+        run = own_run(run_id, user)
+        if run["state"] in ACTIVE:
+            raise HTTPException(
+                409,
+                f"run {run_id} is {run['state']}: cancel it first (POST /runs/{run_id}/cancel) "
+                "and delete it once it has ended",
+            )
+        if not store.delete_run(run_id, expect=("queued", *TERMINAL)):
+            raise HTTPException(409, f"run {run_id} was just dispatched; cancel it first")
+        dispatcher.forget(run_id)
+        log.info("run %s of %s deleted by %s", run_id, run["owner"], user.name)
+        return Response(status_code=204)
+
     @r.post("/runs/{run_id}/rerun", status_code=201, summary="Run an ended run again")
-    async def rerun(run_id: str, user: User) -> dict[str, Any]:
+    async def rerun(run_id: str, user: Submitter) -> dict[str, Any]:
         run = own_run(run_id, user, with_notebook=True)
         if run["state"] not in TERMINAL:
             raise HTTPException(409, f"run {run_id} has not ended ({run['state']})")
@@ -374,8 +453,14 @@ def create_app(
         return public_run(new)
 
     @r.post("/schedules", status_code=201, summary="Run a notebook on a cron schedule")
-    async def add_schedule(req: ScheduleRequest, user: User) -> dict[str, Any]:
+    async def add_schedule(req: ScheduleRequest, user: Submitter) -> dict[str, Any]:
         fields = run_fields(req, user.name)
+        try:
+            first = await asyncio.to_thread(
+                check_schedule, req.cron, float(settings["min_schedule_interval"])
+            )
+        except CronRefused as exc:
+            raise HTTPException(400, str(exc)) from exc
         fields.pop("name")
         limit = settings["max_schedules_per_user"]
         if store.count_schedules(user.name) >= limit:
@@ -389,7 +474,7 @@ def create_app(
                 **fields,
                 "name": req.name,
                 "cron": req.cron,
-                "next_fire": next_fire(req.cron, time.time()),
+                "next_fire": first,
             }
         )
         return public_schedule(s)

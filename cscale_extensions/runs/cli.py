@@ -224,6 +224,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    for run_id in args.ids:
+        client.request("DELETE", f"runs/{run_id}")
+        print(f"{run_id}: deleted (its files in your home, ~/runs/{run_id}/, stay)")
+    return 0
+
+
 def cmd_rerun(args: argparse.Namespace) -> int:
     print(f"run {client_from(args).json('POST', f'runs/{args.id}/rerun')['id']}")
     return 0
@@ -314,6 +322,11 @@ def add_run_parsers(subparsers) -> None:
     q = sub.add_parser("cancel", help="cancel runs")
     q.add_argument("ids", nargs="+")
     q.set_defaults(func=_guard(cmd_cancel))
+    q = sub.add_parser(
+        "delete", help="delete queued or ended runs from the service (files in your home stay)"
+    )
+    q.add_argument("ids", nargs="+")
+    q.set_defaults(func=_guard(cmd_delete))
     q = sub.add_parser("schedules", help="your schedules")
     q.set_defaults(func=_guard(cmd_schedules))
     q = sub.add_parser("unschedule", help="delete a schedule")

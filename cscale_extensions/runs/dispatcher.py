@@ -7,6 +7,13 @@ a finished run's output and log are copied into the state directory. All of it i
 by the database, so a restarted service picks up exactly where the previous one stopped:
 queued runs stay queued, running executors (detached in the user servers) are followed
 again, and a run whose executor vanished (stale heartbeat, server gone) becomes ``lost``.
+
+One user cannot stall the others: each active run is followed in a task of its own (at most
+one at a time per run, bounded by :data:`FOLLOW_TIMEOUT`), which the tick does not wait for;
+what it reads from the user's server is untrusted (:mod:`.untrusted`: size-capped, validated),
+and a status file that is not the executor's fails that run with a message saying so. A
+schedule whose next firing cannot be computed is parked, not retried at every tick. Ended
+runs older than ``runs.retention_days`` leave the database (the files in the user's home stay).
 """
 
 from __future__ import annotations
@@ -16,25 +23,28 @@ import contextlib
 import json
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy import exc as sa_exc
 
 from . import executor as ex
+from .cronrules import NEVER, next_fire
 from .store import ACTIVE, TERMINAL, Store, db_error_line
-from .userserver import Gone, ServerError, UserServers
+from .untrusted import STATUS_MAX_BYTES, BadStatus, parse_status, plausible_finish
+from .userserver import Gone, ServerError, TooLarge, UserServers
 
 log = logging.getLogger("cscale.runs")
 MAX_ATTEMPTS = 3
 #: seconds a user's launcher kernel is kept after their last run ended (saves a kernel start)
 LAUNCHER_IDLE = 120.0
-
-
-def next_fire(cron: str, after: float) -> float:
-    return croniter(cron, datetime.fromtimestamp(after)).get_next(float)
+#: seconds one follow-up of a run may take (a slow or hostile server delays only its own run)
+FOLLOW_TIMEOUT = 45.0
+#: seconds between two passes of the retention clean-up
+PURGE_EVERY = 600.0
+#: consecutive invalid status reads that fail a run (one torn read is forgiven)
+BAD_STATUS_READS = 2
+__all__ = ["Dispatcher", "next_fire", "run_dir"]
 
 
 def run_dir(run_id: str) -> str:
@@ -55,6 +65,11 @@ class Dispatcher:
         self.poll = float(settings["poll_interval"])
         self.heartbeat_timeout = float(settings["heartbeat_timeout"])
         self.dispatch_timeout = float(settings["server_start_timeout"]) + 120
+        self.retention = float(settings.get("retention_days") or 0) * 86400
+        self.max_output = int(settings.get("max_output_bytes") or 64 * 1024 * 1024)
+        self._last_purge = 0.0
+        self._following: set[str] = set()
+        self._bad_reads: dict[str, int] = {}
         self._idle_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -66,6 +81,12 @@ class Dispatcher:
 
     def log_path(self, run_id: str) -> Path:
         return self.outputs / f"{run_id}.log"
+
+    def forget(self, run_id: str) -> None:
+        """Remove the service's own copies of a deleted run's output and log (never the
+        user's files: those are in their home, out of the service's reach)."""
+        for path in (self.output_path(run_id), self.log_path(run_id)):
+            path.unlink(missing_ok=True)
 
     async def run_forever(self) -> None:
         recovered = False
@@ -107,39 +128,74 @@ class Dispatcher:
         self._fire_schedules()
         await self._follow_active()
         self._dispatch_queued()
+        self.purge_ended()
+
+    # retention
+    def purge_ended(self, now: float | None = None) -> int:
+        """Remove runs ended more than ``retention_days`` ago (every PURGE_EVERY s)."""
+        now = time.time() if now is None else now
+        if not self.retention or now - self._last_purge < PURGE_EVERY:
+            return 0
+        self._last_purge = now
+        removed = 0
+        while ids := self.store.delete_ended_before(now - self.retention):
+            for run_id in ids:
+                self.forget(run_id)
+            removed += len(ids)
+        if removed:
+            log.info(
+                "retention: removed %d run(s) ended over %g days ago",
+                removed,
+                self.retention / 86400,
+            )
+        return removed
 
     # schedules
     def _fire_schedules(self) -> None:
         now = time.time()
         for s in self.store.list_schedules(due_before=now, with_notebook=True):
-            if self.store.count_unfinished(s["owner"]) >= self.queue_limit:
-                self.store.update_schedule(s["id"], next_fire=next_fire(s["cron"], now))
-                log.warning(
-                    "schedule %s of %s skipped: %d runs queued or executing is the limit",
-                    s["id"],
-                    s["owner"],
-                    self.queue_limit,
-                )
-                continue
-            run = self.store.add_runs(
-                [
-                    {
-                        "owner": s["owner"],
-                        "name": s["name"] or f"schedule {s['id']}",
-                        "notebook": s["notebook"],
-                        "path": s["path"],
-                        "parameters": s["parameters"],
-                        "timeout": s["timeout"],
-                        "kernel_name": s["kernel_name"],
-                        "cwd": s["cwd"],
-                        "schedule_id": s["id"],
-                    }
-                ]
-            )[0]
-            self.store.update_schedule(
-                s["id"], last_fire=now, last_run=run["id"], next_fire=next_fire(s["cron"], now)
+            try:
+                self._fire(s, now)
+            except (sa_exc.OperationalError, sa_exc.InterfaceError):
+                raise
+            except Exception:  # one schedule's problem is not everyone's
+                log.exception("schedule %s of %s: parked after an error", s["id"], s["owner"])
+                self.store.update_schedule(s["id"], next_fire=NEVER)
+
+    def _fire(self, s: dict[str, Any], now: float) -> None:
+        following = next_fire(s["cron"], now)
+        if following == NEVER:
+            log.warning(
+                "schedule %s of %s never fires again (%r): parked", s["id"], s["owner"], s["cron"]
             )
-            log.info("schedule %s of %s fired run %s", s["id"], s["owner"], run["id"])
+            self.store.update_schedule(s["id"], next_fire=NEVER)
+            return
+        if self.store.count_unfinished(s["owner"]) >= self.queue_limit:
+            self.store.update_schedule(s["id"], next_fire=following)
+            log.warning(
+                "schedule %s of %s skipped: %d runs queued or executing is the limit",
+                s["id"],
+                s["owner"],
+                self.queue_limit,
+            )
+            return
+        run = self.store.add_runs(
+            [
+                {
+                    "owner": s["owner"],
+                    "name": s["name"] or f"schedule {s['id']}",
+                    "notebook": s["notebook"],
+                    "path": s["path"],
+                    "parameters": s["parameters"],
+                    "timeout": s["timeout"],
+                    "kernel_name": s["kernel_name"],
+                    "cwd": s["cwd"],
+                    "schedule_id": s["id"],
+                }
+            ]
+        )[0]
+        self.store.update_schedule(s["id"], last_fire=now, last_run=run["id"], next_fire=following)
+        log.info("schedule %s of %s fired run %s", s["id"], s["owner"], run["id"])
 
     # dispatch
     def _dispatch_queued(self) -> None:
@@ -211,17 +267,41 @@ class Dispatcher:
 
     # follow
     async def _follow_active(self) -> None:
+        """Start a follow-up of every running run that has none in flight (not awaited:
+        one slow or hostile server cannot hold up the tick, nor the other users' runs)."""
         runs = self.store.list_runs(states=("running",))
         if not runs:
             await self._retire_launchers()
             return
-        await asyncio.gather(*(self._follow(r) for r in runs))
+        for run in runs:
+            if run["id"] not in self._following:
+                self._following.add(run["id"])
+                self._spawn(self._follow_isolated(run))
         busy = {r["owner"] for r in self.store.list_runs(states=("queued", *ACTIVE))}
         now = time.monotonic()
         for user in {r["owner"] for r in runs} - busy:
             self._idle_since.setdefault(user, now)
         for user in busy:
             self._idle_since.pop(user, None)
+
+    async def _follow_isolated(self, run: dict[str, Any]) -> None:
+        """One follow-up of one run; whatever goes wrong stays with that run."""
+        try:
+            await asyncio.wait_for(self._follow(run), FOLLOW_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            log.warning(
+                "following run %s of %s: no answer in %g s", run["id"], run["owner"], FOLLOW_TIMEOUT
+            )
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            log.warning(
+                "following run %s: run database unavailable: %s", run["id"], db_error_line(exc)
+            )
+        except Exception:
+            log.exception("following run %s of %s failed; trying again", run["id"], run["owner"])
+        finally:
+            self._following.discard(run["id"])
 
     async def _retire_launchers(self) -> None:
         """Shut down the launcher kernel of users without runs for LAUNCHER_IDLE seconds."""
@@ -241,10 +321,13 @@ class Dispatcher:
             if run["cancel_requested"] and not run["cancel_sent"]:
                 await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "cancel requested\n")
                 self.store.update_run(run_id, cancel_sent=True, message="cancelling")
-            text = await self.servers.read_text(user, f"{d}/{ex.STATUS}")
+            text = await self.servers.read_text(user, f"{d}/{ex.STATUS}", STATUS_MAX_BYTES)
         except Gone:
             if not await self._server_alive(user):
                 self._finish_lost(run, "the user's runs server stopped while the run was active")
+            return
+        except TooLarge:
+            await self._bad_status(run, f"it is larger than {STATUS_MAX_BYTES} bytes", final=True)
             return
         except ServerError as exc:
             log.warning("following run %s: %s", run_id, exc)
@@ -255,30 +338,27 @@ class Dispatcher:
                 self._finish_lost(run, "the executor never started (no status.json)")
             return
         try:
-            status = json.loads(text)
-        except ValueError:
-            return  # caught mid-write by a non-atomic writer; next tick
-        state = status.get("state", "running")
-        changes = {
-            "cell": int(status.get("cell") or 0),
-            "cells": int(status.get("cells") or 0),
-            "pid": status.get("pid"),
-        }
-        if state in TERMINAL:
+            status = parse_status(text)
+        except BadStatus as exc:
+            await self._bad_status(run, str(exc))
+            return
+        self._bad_reads.pop(run_id, None)
+        changes = {"cell": status.cell, "cells": status.cells, "pid": status.pid}
+        if status.state in TERMINAL:
             await self._collect(user, run_id)
             self.store.update_run(
                 run_id,
                 expect=("running",),
-                state=state,
-                finished=status.get("finished") or now,
-                error=status.get("error"),
-                message=status.get("message", ""),
+                state=status.state,
+                finished=plausible_finish(status, now),
+                error=status.error.model_dump() if status.error else None,
+                message=status.message,
                 **changes,
             )
-            log.info("run %s of %s: %s", run_id, user, state)
+            log.info("run %s of %s: %s", run_id, user, status.state)
             self.wake.set()
             return
-        if now - float(status.get("heartbeat") or 0) > self.heartbeat_timeout:
+        if now - status.heartbeat > self.heartbeat_timeout:
             await self._collect(user, run_id)
             self._finish_lost(run, "the executor stopped reporting (crashed or killed)", **changes)
             return
@@ -289,6 +369,35 @@ class Dispatcher:
             self._finish_lost(run, "the executor did not stop at its timeout", state="timeout")
             return
         self.store.update_run(run_id, expect=("running",), **changes)
+
+    async def _bad_status(self, run: dict[str, Any], reason: str, final: bool = False) -> None:
+        """A status file the executor did not write: fail this run (after a second bad read,
+        or at once when ``final``), ask its executor to stop, keep what output there is."""
+        run_id, user = run["id"], run["owner"]
+        seen = self._bad_reads.get(run_id, 0) + 1
+        if not final and seen < BAD_STATUS_READS:
+            self._bad_reads[run_id] = seen
+            return
+        self._bad_reads.pop(run_id, None)
+        d = run_dir(run_id)
+        with contextlib.suppress(ServerError):
+            await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "invalid status file\n")
+        await self._collect(user, run_id)
+        message = (
+            f"the run's status file ~/{d}/{ex.STATUS} is not valid: {reason}. The executor "
+            "writes that file, so something else changed it; the run was stopped and is no "
+            "longer followed (its output so far is kept)"
+        )
+        if self.store.update_run(
+            run_id,
+            expect=("running",),
+            state="failed",
+            finished=time.time(),
+            message=message,
+            error={"cell": None, "ename": "InvalidStatusFile", "evalue": reason},
+        ):
+            log.warning("run %s of %s failed: invalid status file: %s", run_id, user, reason)
+        self.wake.set()
 
     async def _server_alive(self, user: str) -> bool:
         try:
@@ -311,14 +420,24 @@ class Dispatcher:
         self.wake.set()
 
     async def _collect(self, user: str, run_id: str) -> None:
-        """Copy output notebook and log into the state dir (best effort)."""
+        """Copy output notebook and log into the state dir (best effort; what is larger than
+        ``runs.max_output_bytes`` stays in the user's home only)."""
         d = run_dir(run_id)
         for name, target in (
             (ex.OUTPUT, self.output_path(run_id)),
             ("log.txt", self.log_path(run_id)),
         ):
             try:
-                text = await self.servers.read_text(user, f"{d}/{name}")
+                text = await self.servers.read_text(user, f"{d}/{name}", self.max_output)
+            except TooLarge:
+                log.warning(
+                    "run %s: %s is larger than runs.max_output_bytes (%d); not copied, it is "
+                    "in the user's home",
+                    run_id,
+                    name,
+                    self.max_output,
+                )
+                continue
             except ServerError as exc:
                 log.warning("collecting %s of run %s: %s", name, run_id, exc)
                 continue

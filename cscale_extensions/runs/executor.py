@@ -48,6 +48,13 @@ RESERVE = ".reserve"
 RESERVE_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 5.0
 KILL_GRACE_SECONDS = 5.0
+#: longest message / exception value written to status.json (the service reads at most this)
+TEXT_MAX = 8000
+
+
+def clip(text: str, limit: int = TEXT_MAX) -> str:
+    """``text`` cut to ``limit`` characters (a long exception message stays readable)."""
+    return text if len(text) <= limit else text[: limit - 20] + " … (truncated)"
 
 
 def replace_text(path: Path, text: str) -> None:
@@ -342,7 +349,13 @@ def _execute(run_dir: Path, root: Path) -> str:
             + "; free some space and run again. "
             + message
         )
-    reporter.write(state=state, error=error, message=message, finished=time.time())
+    if error:
+        error = {
+            **error,
+            "ename": clip(str(error.get("ename") or ""), 200),
+            "evalue": clip(str(error.get("evalue") or "")),
+        }
+    reporter.write(state=state, error=error, message=clip(message), finished=time.time())
     with contextlib.suppress(OSError):
         (run_dir / RESERVE).unlink()
     with contextlib.suppress(OSError):  # the log may be on the full disk too

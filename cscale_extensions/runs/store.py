@@ -211,6 +211,27 @@ class Store:
         with self._begin() as conn:
             return conn.execute(q.values(**_encode(values))).rowcount == 1
 
+    def delete_run(self, run_id: str, expect: tuple[str, ...] | None = None) -> bool:
+        """Remove a run's record; with ``expect``, only while its state is one of those."""
+        q = runs.delete().where(runs.c.id == run_id)
+        if expect:
+            q = q.where(runs.c.state.in_(expect))
+        with self._begin() as conn:
+            return conn.execute(q).rowcount == 1
+
+    def delete_ended_before(self, before: float, batch: int = 500) -> list[str]:
+        """Remove up to ``batch`` runs that ended before ``before``; returns their ids."""
+        q = (
+            sa.select(runs.c.id)
+            .where(runs.c.state.in_(TERMINAL), runs.c.finished < before)
+            .limit(batch)
+        )
+        with self._begin() as conn:
+            ids = [row[0] for row in conn.execute(q)]
+            if ids:
+                conn.execute(runs.delete().where(runs.c.id.in_(ids), runs.c.state.in_(TERMINAL)))
+        return ids
+
     def count_unfinished(self, owner: str) -> int:
         """Runs of ``owner`` queued or executing."""
         q = (

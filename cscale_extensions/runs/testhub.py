@@ -95,6 +95,7 @@ class MiniHub:
             "heartbeat_timeout": 15,
             "max_concurrent_per_user": 4,
             "server_start_timeout": 120,
+            "min_schedule_interval": 1,  # the schedule test fires every 2 s
         }
 
     def start(self) -> None:

@@ -6,6 +6,10 @@ server's REST API is reached through the hub's proxy (contents API to write the 
 read status/output/log; one small "launcher" kernel per user to start detached executors) with
 a short-lived token of that user which opens only that server (:mod:`.usertokens`): the
 server, and so the user, never sees the service's token.
+
+The user controls that server (their own ``~/.jupyter`` config is loaded by it), so every
+answer is untrusted: at most a given number of bytes of it is read (:class:`TooLarge`
+beyond), and its JSON is checked for the shape expected before use.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ class ServerError(RuntimeError):
 
 class Gone(ServerError):
     """The user's server is not running (any more)."""
+
+
+class TooLarge(ServerError):
+    """The server's answer is larger than the service reads."""
+
+
+#: most bytes read of an answer of a user's server when the caller gives no limit
+ANSWER_MAX_BYTES = 1024 * 1024
+#: most text gathered from the launcher kernel's output
+LAUNCH_OUTPUT_MAX = 64 * 1024
+_DROP = {"content-encoding", "content-length", "transfer-encoding"}
 
 
 LAUNCH_CODE = """
@@ -167,13 +182,35 @@ class UserServers:
         except KeyError:
             raise Gone(f"no known server for {user}") from None
 
-    async def _request(self, user: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int, **kw: Any
+    ) -> httpx.Response:
+        """One request; at most ``max_bytes`` of the (decoded) answer are read."""
+        request = self.servers_http.build_request(method, url, headers=headers, **kw)
+        r = await self.servers_http.send(request, stream=True)
+        body = bytearray()
+        try:
+            async for chunk in r.aiter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise TooLarge(
+                        f"{method} {urlsplit(url).path}: the answer is larger than {max_bytes} "
+                        "bytes"
+                    )
+        finally:
+            await r.aclose()
+        kept = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in _DROP]
+        return httpx.Response(r.status_code, headers=kept, content=bytes(body), request=request)
+
+    async def _request(
+        self, user: str, method: str, path: str, max_bytes: int = ANSWER_MAX_BYTES, **kw: Any
+    ) -> httpx.Response:
         url = self._url(user) + path
         for attempt in (1, 2):
             token = await self._user_token(user)
             headers = {"Authorization": f"token {token}"}
             try:
-                r = await self.servers_http.request(method, url, headers=headers, **kw)
+                r = await self._send(method, url, headers, max_bytes, **kw)
             except httpx.HTTPError as exc:
                 raise ServerError(f"{method} {path} on the server of {user}: {exc}") from exc
             if r.status_code not in (401, 403) or attempt == 2:
@@ -211,19 +248,26 @@ class UserServers:
         if r.status_code not in (200, 201):
             raise ServerError(f"cannot write {path} for {user}: {r.status_code} {r.text[:200]}")
 
-    async def read_text(self, user: str, path: str) -> str | None:
-        """A text file of the user's server, or None when it does not exist."""
+    async def read_text(
+        self, user: str, path: str, max_bytes: int = ANSWER_MAX_BYTES
+    ) -> str | None:
+        """A text file of the user's server, or None when it does not exist; :class:`TooLarge`
+        when the server's answer (the file as JSON) is larger than ``max_bytes``."""
         r = await self._request(
             user,
             "GET",
             f"api/contents/{quote(path)}",
+            max_bytes=max_bytes,
             params={"type": "file", "format": "text", "content": "1"},
         )
         if r.status_code == 404:
             return None
         if r.status_code != 200:
             raise ServerError(f"cannot read {path} for {user}: {r.status_code}")
-        return r.json()["content"]
+        model = _json(r)
+        if not isinstance(model, dict) or not isinstance(model.get("content"), str):
+            raise ServerError(f"reading {path} for {user}: not a text file model")
+        return model["content"]
 
     async def prepare_dir(self, user: str, run_dir: str) -> None:
         if user not in self._dirs:
@@ -240,8 +284,12 @@ class UserServers:
             raise ServerError(
                 f"cannot start a launcher kernel for {user}: {r.status_code} {r.text[:200]}"
             )
-        self._kernels[user] = r.json()["id"]
-        return self._kernels[user]
+        kernel = _json(r)
+        kernel_id = kernel.get("id") if isinstance(kernel, dict) else None
+        if not isinstance(kernel_id, str) or not kernel_id.replace("-", "").isalnum():
+            raise ServerError(f"the server of {user} gave no usable kernel id")
+        self._kernels[user] = kernel_id
+        return kernel_id
 
     async def launch(self, user: str, run_dir: str) -> None:
         """Start the detached executor for ``run_dir`` in the user's server."""
@@ -272,7 +320,7 @@ class UserServers:
         token = await self._user_token(user)
         req = HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}, request_timeout=30)
         try:
-            conn = await websocket_connect(req)
+            conn = await websocket_connect(req, max_message_size=ANSWER_MAX_BYTES)
         except Exception as exc:
             raise ServerError(f"kernel websocket for {user}: {exc}") from exc
         msg_id = uuid.uuid4().hex
@@ -311,18 +359,31 @@ class UserServers:
                     raise ServerError("kernel websocket closed")
                 if isinstance(raw, bytes):
                     continue
-                reply = json.loads(raw)
-                if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = reply.get("msg_type") or reply["header"]["msg_type"]
-                if kind == "stream":
-                    out.append(reply["content"].get("text", ""))
-                elif kind == "error":
-                    out.append("\n".join(reply["content"].get("traceback", [])))
-                elif kind == "execute_reply":
-                    return "".join(out)
+                try:
+                    reply = json.loads(raw)
+                    if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    kind = reply.get("msg_type") or reply["header"]["msg_type"]
+                    content = reply.get("content") or {}
+                    if kind == "stream":
+                        out.append(str(content.get("text", "")))
+                    elif kind == "error":
+                        out.append("\n".join(map(str, content.get("traceback", []))))
+                    elif kind == "execute_reply":
+                        return "".join(out)[-LAUNCH_OUTPUT_MAX:]
+                except (ValueError, AttributeError, KeyError, TypeError) as exc:
+                    raise ServerError(f"the launcher kernel of {user} sent a bad message") from exc
+                if sum(map(len, out)) > LAUNCH_OUTPUT_MAX:
+                    out = ["".join(out)[-LAUNCH_OUTPUT_MAX:]]
         finally:
             conn.close()
+
+
+def _json(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError as exc:
+        raise ServerError(f"{r.request.url.path}: the answer is not JSON") from exc
 
 
 def _hub_message(r: httpx.Response) -> str:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import requests
 
 
@@ -68,3 +73,47 @@ def test_bad_input_is_a_clear_client_error(alice, make_nb):
         assert r.status_code == status, (path, body, r.status_code, r.text)
         assert words in r.text, (path, r.text)
         assert r.headers["content-type"].startswith("application/json")
+
+
+def test_delete_run_owner_or_admin_running_refused_home_files_stay(
+    alice, bob, runs_for, make_nb, minihub
+):
+    """DELETE /runs/{id}: another user gets 404 and deletes nothing; a running run is refused
+    (409, cancel it first); an ended run's record goes (owner or admin), its files in the
+    user's home stay; `cscale-hub runs delete` does the same from a terminal."""
+    ended = alice.ok("POST", "runs", json={"notebook": make_nb("print('keep me')")})
+    assert alice.wait(ended["id"])["state"] == "succeeded"
+    slow = alice.ok("POST", "runs", json={"notebook": make_nb("import time; time.sleep(600)")})
+    alice.wait(slow["id"], states=("running",))
+    home_dir = minihub.dir / "homes" / "alice" / "runs" / ended["id"]
+    assert (home_dir / "output.ipynb").exists()
+
+    assert bob.call("DELETE", f"runs/{ended['id']}").status_code == 404
+    r = alice.call("DELETE", f"runs/{slow['id']}")
+    assert r.status_code == 409 and "cancel it first" in r.json()["detail"]
+    assert alice.call("DELETE", f"runs/{ended['id']}").status_code == 204
+    assert alice.call("GET", f"runs/{ended['id']}").status_code == 404
+    assert ended["id"] not in {x["id"] for x in alice.ok("GET", "runs")}
+    assert (home_dir / "output.ipynb").exists() and "keep me" in (
+        home_dir / "output.ipynb"
+    ).read_text()
+
+    alice.ok("POST", f"runs/{slow['id']}/cancel")
+    assert alice.wait(slow["id"])["state"] == "cancelled"
+    admin = runs_for("root-admin")
+    assert admin.call("DELETE", f"runs/{slow['id']}").status_code == 204
+
+    queued = bob.ok("POST", "runs", json={"notebook": make_nb("1")})
+    cli = [str(Path(sys.executable).with_name("cscale-hub")), "runs", "delete", queued["id"]]
+    env = {
+        **os.environ,
+        "CSCALE_HUB_URL": minihub.url,
+        "CSCALE_HUB_TOKEN": minihub.token("bob"),
+        "CSCALE_RUNS_URL": "",
+        "JUPYTERHUB_API_TOKEN": "",
+    }
+    out = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    if bob.call("GET", f"runs/{queued['id']}").status_code == 200:  # it was dispatched first
+        assert out.returncode == 2 and "409" in out.stderr, out.stderr
+    else:
+        assert out.returncode == 0 and "deleted" in out.stdout, out.stderr

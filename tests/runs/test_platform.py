@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import requests
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.testing import run_in_kernel, server_url
 
 pytestmark = pytest.mark.slow
 TERMINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")
@@ -48,7 +48,7 @@ def member_server(platform):
     """demo-member's default server: its URL, a token, and who/where it runs (uid, HOME)."""
     token = platform.api_token("demo-member")
     server = platform.start_server(token, "demo-member")
-    base = platform.url.rstrip("/") + server["url"]
+    base = server_url(platform.url, server["url"])
     uid, home = json.loads(
         run_in_kernel(
             base, token, "import os, json\nprint(json.dumps([os.getuid(), os.environ['HOME']]))"
