@@ -3,7 +3,10 @@
 ``hub_config/dask_gateway_config.py`` calls :func:`configure`. Users pick worker cores and
 memory within the limits of their VOs (hub groups are VO names; a member of several VOs gets
 the largest value of each limit); clusters stop after ``idle_timeout``; a user may run at most
-``max_clusters_per_user`` clusters at once.
+``max_clusters_per_user`` clusters at once. Local backends: the Dask processes started for a
+user get the per-user limits of :mod:`cscale_extensions.userlimits` (:class:`ProcessLimits`),
+and clusters' dashboards are served to their owner and admins only
+(:mod:`cscale_extensions.dashboards`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Any
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.options import Float, Integer, Options
+
+from . import userlimits
+from .dashboards import DashboardAccess
 
 LIMIT_KEYS = ("worker_cores", "worker_memory", "max_workers", "max_cores")
 
@@ -198,12 +204,63 @@ def _open_own(name: str, dir_fd: int | None, *, is_dir: bool) -> int:
     return fd
 
 
+_PROCESS: contextvars.ContextVar[str] = contextvars.ContextVar("cscale_gateway_process")
+
+
+def dask_process_limits(cfg: dict[str, Any], cluster, process: str, *,
+                        own_account: bool) -> userlimits.ProcessLimits | None:
+    """Limits of one Dask process of ``cluster`` (``process``: "scheduler" or "worker-…"):
+    its memory (the cluster's ``worker_memory`` / ``scheduler_memory``) plus
+    ``dask_headroom`` as RLIMIT_DATA, ``max_processes`` as RLIMIT_NPROC (own accounts only).
+    None when ``spawner.limits.mode`` is off."""
+    if not userlimits.enabled(cfg):
+        return None
+    config = cluster.config
+    memory = config.scheduler_memory if process == "scheduler" else config.worker_memory
+    headroom = userlimits.parse_bytes(cfg.get("dask_headroom")) or 0
+    return userlimits.ProcessLimits(
+        memory=int(memory) + headroom if memory else None,
+        processes=cfg.get("max_processes") if own_account else None,
+    )
+
+
+class ProcessLimits:
+    """LocalBackend mixin: every scheduler and worker gets the user's process limits, set
+    in its ``preexec`` before the switch to the user (see :mod:`cscale_extensions.userlimits`)."""
+
+    #: spawner.limits of the settings (set by :func:`configure`)
+    process_limits: dict[str, Any] = {}
+    own_accounts = True
+
+    async def start_process(self, cluster, cmd, env, name):
+        token = _PROCESS.set(name)  # make_preexec_fn is called within, in this context
+        try:
+            return await super().start_process(cluster, cmd, env, name)
+        finally:
+            _PROCESS.reset(token)
+
+    def make_preexec_fn(self, cluster):
+        switch_user = super().make_preexec_fn(cluster)
+        process = _PROCESS.get("worker")
+        limits = dask_process_limits(self.process_limits, cluster, process,
+                                     own_account=self.own_accounts)
+        if limits is None:
+            return switch_user
+        self.log.info("limits of %s of cluster %s (%s): %s", process, cluster.name,
+                      cluster.username, limits.describe())
+        return limits.then(switch_user)
+
+
 def _limited(backend_cls: type) -> type:
     from dask_gateway_server.backends.local import UnsafeLocalBackend
 
     # UnsafeLocalBackend runs clusters as the gateway's own account: nothing to chown
-    fix = () if issubclass(backend_cls, UnsafeLocalBackend) else (TLSPathsFix,)
-    return type(f"CScale{backend_cls.__name__}", (ClusterCountLimit, *fix, backend_cls), {})
+    unsafe = issubclass(backend_cls, UnsafeLocalBackend)
+    fix = () if unsafe else (TLSPathsFix,)
+    cls = type(f"CScale{backend_cls.__name__}",
+               (ClusterCountLimit, ProcessLimits, DashboardAccess, *fix, backend_cls), {})
+    cls.own_accounts = not unsafe
+    return cls
 
 
 def configure(c, cfg: dict[str, Any]) -> None:
@@ -230,6 +287,8 @@ def configure(c, cfg: dict[str, Any]) -> None:
     base = LocalBackend if backend == "local" else UnsafeLocalBackend
     limited = _limited(base)
     limited.max_clusters_per_user = int(dg["max_clusters_per_user"])
+    limited.process_limits = dict(cfg["spawner"]["limits"])
+    limited.dashboard_session_timeout = float(dg["dashboard_session_timeout"])
     c.DaskGateway.backend_class = limited
 
     if local:

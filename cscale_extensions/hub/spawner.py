@@ -15,12 +15,20 @@ environment, a timeout), which prints its report as JSON for the hub's log. A sy
 (a link planted at the target, a full disk, a timeout …) is logged and does not stop the
 spawn: the user's server starts with the notebooks as they are, and the next start tries
 again. :class:`SameUserSpawner` runs the sync in-process: it is the same account anyway.
+
+Every server process gets the per-user limits of :mod:`cscale_extensions.userlimits`
+(``RLIMIT_DATA`` from ``mem_limit``, ``RLIMIT_NPROC``, a raised ``oom_score_adj``, a nice
+value) in its ``preexec``, before the switch to the user; kernels and headless runs are its
+children and inherit them. A hub username that is already the name of a system group (``disk``,
+``shadow`` …) gets no account: ``useradd --user-group`` would fail, and an account in that
+group would hold its rights; the user gets a clear 403 page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
 import pwd
@@ -36,9 +44,17 @@ from tornado import web
 from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import notebook_sync
+from .. import notebook_sync, userlimits
 
 ACCOUNT_MARKER = "cscale-hub user"
+
+
+def user_error(status: int, message: str) -> web.HTTPError:
+    """An HTTPError whose message JupyterHub also shows on its spawn pages (they show only a
+    ``jupyterhub_message``, else a generic failure)."""
+    exc = web.HTTPError(status, message)
+    exc.jupyterhub_message = message
+    return exc
 
 
 class NotebooksMixin(LoggingConfigurable):
@@ -51,6 +67,23 @@ class NotebooksMixin(LoggingConfigurable):
     notebooks_sync_timeout = Float(
         60, config=True, help="Seconds a notebook sync (run as the user) may take."
     )
+    process_limits = Dict(
+        config=True,
+        help="spawner.limits of the settings: mode (rlimits|off), max_processes, vo_limits.",
+    )
+
+    def user_process_limits(self, *, own_account: bool) -> userlimits.ProcessLimits | None:
+        """The limits of this user's server (None: mode off): ``mem_limit`` and
+        ``max_processes``, each raised by the user's VOs' entries in ``vo_limits``.
+        ``own_account`` False (same-user mode): no process limit, it would count the hub's."""
+        cfg = self.process_limits or {}
+        if not userlimits.enabled(cfg):
+            return None
+        vos = [g.name for g in self.user.groups]
+        vo_limits = cfg.get("vo_limits") or {}
+        memory = userlimits.vo_maximum(vos, vo_limits, "mem_limit", self.mem_limit)
+        procs = userlimits.vo_maximum(vos, vo_limits, "max_processes", cfg.get("max_processes"))
+        return userlimits.ProcessLimits(memory=memory, processes=procs if own_account else None)
 
     def sync_notebooks(self, home: str) -> None:
         """Sync in this process, with this process's rights (only for the same account)."""
@@ -146,9 +179,11 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
             entry = pwd.getpwnam(name)
         except KeyError:
             entry = None
-        if entry is not None:
+        if entry is None:
+            self._refuse_group_name(name)
+        else:
             if ACCOUNT_MARKER not in entry.pw_gecos:
-                raise web.HTTPError(
+                raise user_error(
                     403,
                     f"The username {name!r} belongs to a system account this hub did not create; "
                     "it cannot be used for a user server. Ask the operator to rename it.",
@@ -165,9 +200,32 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
             time.sleep(0.1 + 0.05 * attempt)
         if result.returncode not in (0, 9):
             self.log.error("%s failed: %s", " ".join(cmd), result.stderr.strip())
-            raise web.HTTPError(500, f"Could not create the account for {name}; "
-                                     "the operator will find details in the hub log.")
-        return pwd.getpwnam(name)
+            raise user_error(500, f"Could not create the account for {name}; "
+                                  "the operator will find details in the hub log.")
+        try:  # 9 is also "a group of that name exists" (created meanwhile?)
+            return pwd.getpwnam(name)
+        except KeyError:
+            self.log.error("%s: exit %d: %s", " ".join(cmd), result.returncode,
+                           result.stderr.strip())
+            self._refuse_group_name(name)
+            raise user_error(500, f"Could not create the account for {name}; "
+                                  "the operator will find details in the hub log.") from None
+
+    def _refuse_group_name(self, name: str) -> None:
+        """403 when ``name`` is a group on this machine that has no account of that name: a
+        system group (``disk``, ``shadow``); the account would get its rights."""
+        try:
+            group = grp.getgrnam(name)
+        except KeyError:
+            return
+        self.log.warning("user %s: no account created, %r is an existing group (gid %d)",
+                         name, name, group.gr_gid)
+        raise user_error(
+            403,
+            f"The username {name!r} is the name of a system group on this machine, so no "
+            "account can be made for it and no server can start. Sign in with another "
+            "username, or ask the operator to rename this hub user.",
+        )
 
     @property
     def home_path(self) -> Path:
@@ -183,8 +241,13 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
     def make_preexec_fn(self, name):
         switch_user = super().make_preexec_fn(name)
         home = str(self.home_path)
+        limits = self.user_process_limits(own_account=True)
+        if limits:
+            self.log.info("limits of %s's server: %s", self.user.name, limits.describe())
 
         def preexec():
+            if limits:
+                limits.apply()  # as root: the user cannot raise them again
             switch_user()
             os.chdir(home)
 
@@ -216,7 +279,7 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
                 "home %s of %s: not a directory owned by uid %d (mode %o, uid %d); left alone",
                 home, self.user.name, entry.pw_uid, st.st_mode, st.st_uid,
             )
-            raise web.HTTPError(
+            raise user_error(
                 500, f"The home directory of {self.user.name} is not in order (it is not a "
                      "directory owned by the account); the operator will find details in the "
                      "hub log.",
@@ -225,8 +288,27 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
 
     async def start(self):
         home, entry = self.ensure_home()
+        limits = self.user_process_limits(own_account=True)
+        if limits and limits.processes and userlimits.tasks_of(entry.pw_uid) >= limits.processes:
+            raise self._at_process_limit(limits.processes)
         await self.sync_notebooks_as(str(home), entry)
-        return await super().start()
+        try:
+            return await super().start()
+        except BlockingIOError as exc:  # EAGAIN at exec: the account is at RLIMIT_NPROC
+            if limits is None or not limits.processes:
+                raise
+            self.log.warning("server of %s not started: %s", self.user.name, exc)
+            raise self._at_process_limit(limits.processes) from None
+
+    def _at_process_limit(self, limit: int) -> web.HTTPError:
+        self.log.warning("server of %s not started: the account is at its process limit (%d)",
+                         self.user.name, limit)
+        return user_error(
+            503,
+            f"Your account already runs {limit} processes and threads, its limit: stop some "
+            "of them (kernels, Dask clusters, runs, background processes) and start the "
+            "server again.",
+        )
 
     def get_env(self):
         env = super().get_env()
@@ -236,6 +318,11 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
 
 class SameUserSpawner(NotebooksMixin, SimpleLocalProcessSpawner):
     """Every server as the launcher's account; per-user homes; NO isolation between users."""
+
+    def make_preexec_fn(self, name):
+        switch_user = super().make_preexec_fn(name)
+        limits = self.user_process_limits(own_account=False)
+        return limits.then(switch_user) if limits else switch_user
 
     async def start(self):
         Path(self.home_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
