@@ -26,6 +26,7 @@ from typing import Any
 
 from . import settings
 from .hub import SECRET_ENV, public_url
+from .hub.origins import subdomain_host
 from .net import free_port, port_open
 from .supervisor import ChildFailed, ProcessSpec, RestartPolicy, Supervisor
 
@@ -122,6 +123,8 @@ class Platform:
         ports = cfg["runtime"]["service_ports"]
         for name in optional_services(cfg):
             ports[name] = ports.get(name) or free_port()
+        # users on hosts of their own: the proxy routes by host (fails early on an IP public URL)
+        host_routing = bool(subdomain_host(cfg, public_url(cfg)))
 
         self.env = {
             settings.CONFIG_ENV: str(self.data_dir / "runtime" / "config.json"),
@@ -167,7 +170,7 @@ class Platform:
             argv=[str(chp), "--ip", h["ip"], "--port", str(h["port"]),
                   "--api-ip", "127.0.0.1", "--api-port", str(h["proxy_api_port"]),
                   "--default-target", hub_url, "--error-target", f"{hub_url}{h['base_url']}hub/error",
-                  "--log-level", "warn"],
+                  "--log-level", "warn", *(["--host-routing"] if host_routing else [])],
             env=self.env, ready_port=h["proxy_api_port"], ready_timeout=30,
         ))
         self.specs.append(ProcessSpec(
@@ -208,6 +211,7 @@ class Platform:
         import urllib.request
 
         h = self.cfg["hub"]
+        # with host routing the proxy names routes /<host>/<path>
         wanted = {f"{h['base_url']}services/{name}" for name in self.route_names()}
         req = urllib.request.Request(
             f"http://127.0.0.1:{h['proxy_api_port']}/api/routes",
@@ -217,6 +221,7 @@ class Platform:
         while time.monotonic() < deadline:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 routes = {r.rstrip("/") for r in json.load(resp)}
+            routes |= {"/" + r.split("/", 2)[2] for r in routes if r.count("/") >= 2}
             if wanted <= routes:
                 return
             if self.supervisor.dead():
@@ -315,6 +320,10 @@ def up(config: str | None, data_dir: str | None = None, port: int | None = None)
     signal.signal(signal.SIGINT, on_signal)
     platform = None
     code = 0
+    if cfg["spawner"]["limits"]["mode"] != "off":
+        from .userlimits import protect_platform
+
+        protect_platform()  # inherited by the proxy, hub and services; users' processes: +500
     try:
         platform = Platform(cfg)
         platform.start()

@@ -24,9 +24,21 @@ from urllib.parse import urljoin, urlparse
 import requests
 import yaml
 
+from . import ownership
 from .supervisor import stack_processes
 
+#: ownership changes of guarded paths (``/``, ``/etc``, private data dirs) seen by any
+#: LocalStack of this process when it stopped; the test session fails when it is not empty
+OWNERSHIP_CHANGES: list[str] = []
+
 FORM_ACTION = re.compile(r'<form[^>]*method="post"[^>]*action="([^"]+/login)"', re.I)
+
+
+def server_url(hub_url: str, url: str) -> str:
+    """The absolute URL of a server from the hub API's ``url`` (absolute with per-user
+    hosts, a path on the hub's host without), ending with "/"."""
+    full = urljoin(hub_url, url)
+    return full if full.endswith("/") else full + "/"
 
 
 class LoginRefused(RuntimeError):
@@ -47,10 +59,15 @@ def oidc_login(hub_url: str, username: str, password: str, session: requests.Ses
         raise LoginRefused(f"no login form at {r.url} (HTTP {r.status_code})", r)
     action = urljoin(r.url, unescape(m.group(1)))
     r = s.post(action, data={"username": username, "password": password}, timeout=timeout)
-    hub_host = urlparse(hub_url).netloc
-    if urlparse(r.url).netloc != hub_host or r.status_code >= 400:
+    if not on_hub(hub_url, r.url) or r.status_code >= 400:
         raise LoginRefused(f"login of {username} refused (HTTP {r.status_code} at {r.url})", r)
     return s
+
+
+def on_hub(hub_url: str, url: str) -> bool:
+    """Whether ``url`` is on the hub's host or on a user's host (``<user>.<hub host>``)."""
+    hub_host, where = urlparse(hub_url).netloc, urlparse(url).netloc
+    return where == hub_host or where.endswith("." + hub_host)
 
 
 def xsrf_headers(session: requests.Session, path: str = "/hub/") -> dict[str, str]:
@@ -71,6 +88,10 @@ class LocalStack:
     proc: subprocess.Popen | None = None
     info: dict[str, Any] = field(default_factory=dict)
     extra_credentials: dict[str, str] = field(default_factory=dict)
+    #: owner, group, mode of ``/``, ``/etc`` and the private data dirs when the stack started
+    guarded: dict[str, Any] = field(default_factory=dict)
+    #: what of ``guarded`` had changed when the stack stopped (must stay empty)
+    ownership_changes: list[str] = field(default_factory=list)
 
     def start(self) -> LocalStack:
         if self.data_dir is None:
@@ -82,6 +103,7 @@ class LocalStack:
         cfg_path.write_text(yaml.safe_dump(self.config))
         self.log_path = self.data_dir / "up.log"
         log = open(self.log_path, "ab")  # noqa: SIM115
+        self.guarded = ownership.snapshot(ownership.platform_paths())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cscale_extensions.cli", "up", "--config", str(cfg_path),
              "--data-dir", str(self.data_dir / "state"), "--port", "0"],
@@ -97,6 +119,7 @@ class LocalStack:
                 info = json.loads(state.read_text())
                 if info.get("status") == "ready" and info.get("pid") == self.proc.pid:
                     self.info = info
+                    self.guarded.update(ownership.snapshot(ownership.platform_paths(self.state_dir)))
                     return self
             except (OSError, ValueError):
                 pass
@@ -113,6 +136,13 @@ class LocalStack:
     @property
     def url(self) -> str:
         return self.info["url"]
+
+    def service_url(self, name: str) -> str:
+        """Public URL of the hub service ``name``, ending with "/" (dask-gateway is on a host
+        of its own, see cscale_extensions.hub.origins)."""
+        from .hub.origins import service_url
+
+        return service_url(self.cfg, self.url, name) + "/"
 
     @property
     def state_dir(self) -> Path:
@@ -209,6 +239,9 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        if self.guarded:
+            self.ownership_changes = ownership.changes(self.guarded)
+            OWNERSHIP_CHANGES.extend(c for c in self.ownership_changes if c not in OWNERSHIP_CHANGES)
         return stack_processes(self.info["stack_id"]) if self.info else []
 
 

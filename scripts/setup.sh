@@ -26,6 +26,22 @@ if [ -f scripts/apt-packages.txt ]; then
   fi
 fi
 
+# 1b. per-user hosts of the local stack (<user>.hub.localhost): glibc must resolve *.localhost
+#     to loopback, as Chromium does itself; libnss-myhostname does, once "myhostname" is on the
+#     hosts line of /etc/nsswitch.conf (its postinst adds it; a hand-written file may lack it)
+if ! getent hosts x.hub.localhost >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && [ -f /etc/nsswitch.conf ] && ! grep -Eq '^hosts:.*\bmyhostname\b' /etc/nsswitch.conf; then
+    say "adding myhostname to the hosts line of /etc/nsswitch.conf"
+    sed -i -E 's/^(hosts:[[:space:]]+files)/\1 myhostname/; t; s/^(hosts:.*)$/\1 myhostname/' /etc/nsswitch.conf
+  fi
+  if ! getent hosts x.hub.localhost >/dev/null; then
+    say "error: this machine does not resolve x.hub.localhost (the local stack serves each user at"
+    say "       <user>.hub.localhost). Install libnss-myhostname and put 'myhostname' on the hosts"
+    say "       line of /etc/nsswitch.conf (e.g. 'hosts: files myhostname dns')."
+    exit 1
+  fi
+fi
+
 # 2. Python environment: Debian's python3 so that every user account can run it
 PY=${CSCALE_PYTHON:-/usr/bin/python3}
 if [ ! -x .venv/bin/python ]; then

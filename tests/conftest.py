@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cscale_extensions import testing
 from cscale_extensions.testing import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,16 @@ def platform(notebook_source):
     finally:
         leftovers = stack.finish()
         assert not leftovers, f"processes of the stack left running: {leftovers}"
+        assert not stack.ownership_changes, f"root handed out paths: {stack.ownership_changes}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when any LocalStack saw ``/``, ``/etc`` or the private data dirs
+    change owner or mode (cscale_extensions.ownership), whichever fixture started it."""
+    if testing.OWNERSHIP_CHANGES:
+        print("\nownership of guarded paths changed while a stack ran:\n  "
+              + "\n  ".join(testing.OWNERSHIP_CHANGES))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

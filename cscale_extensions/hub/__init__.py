@@ -18,6 +18,7 @@ from typing import Any
 
 from ..supervisor import stack_processes, stop_processes
 from .auth import CScaleAuthenticator
+from .origins import GATEWAY_SERVICE, configure_origins, service_url
 
 log = logging.getLogger("cscale.hub")
 SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
@@ -27,12 +28,26 @@ SERVICE_ENV = "CSCALE_MANAGED_SERVICE"
 ADMIN_TOKEN_ENV = "CSCALE_ADMIN_API_TOKEN"
 
 
+#: hub.ip values served under a name (the embedded identity provider keeps 127.0.0.1)
+LOOPBACK_IPS = ("127.0.0.1", "::1", "localhost")
+#: the local hub's host name: users get ``<user>.hub.localhost`` (loopback, like all of
+#: ``*.localhost``); a dotted name, so the cookie JupyterHub sets for the hub's domain is
+#: handled as everywhere else (Python's cookiejar never returns a ``Domain=localhost`` cookie)
+LOCAL_HUB_HOST = "hub.localhost"
+
+
 def public_url(cfg: dict[str, Any]) -> str:
-    """The URL users open, always ending with "/"."""
+    """The URL users open, always ending with "/".
+
+    Without ``platform.public_url`` a loopback hub is ``http://hub.localhost:<port>/``: a host
+    name, so users can have hosts of their own (see :mod:`.origins`), and not the
+    ``127.0.0.1`` of the embedded identity provider, whose cookies must reach no user server.
+    """
     url = cfg["platform"]["public_url"]
     if not url:
         h = cfg["hub"]
-        url = f"http://{h['ip']}:{h['port']}{h['base_url']}"
+        host = LOCAL_HUB_HOST if h["ip"] in LOOPBACK_IPS else h["ip"]
+        url = f"http://{host}:{h['port']}{h['base_url']}"
     return url if url.endswith("/") else url + "/"
 
 
@@ -46,6 +61,7 @@ def configure(c, cfg: dict[str, Any]) -> None:
     from .dbdown import install as database_outage_is_503
 
     database_outage_is_503()
+    configure_origins(c, cfg, public_url(cfg))
     configure_auth(c, cfg)
     configure_hub_limits(c, cfg)
     if cfg["platform"]["deployment"] == "local":
@@ -73,6 +89,7 @@ def configure_auth(c, cfg: dict[str, Any]) -> None:
     auth.vos = list(a["vos"])
     auth.allowed_groups = set(a["vos"])
     auth.admin_roles = list(a["admin_roles"])
+    auth.admin_entitlements = list(a["admin_entitlements"])
     auth.entitlements_claim = a["entitlements_claim"]
     auth.entitlement_namespace = a["entitlement_namespace"]
     auth.entitlement_authority = a["entitlement_authority"]
@@ -130,9 +147,10 @@ def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
     }
     dg = cfg["dask_gateway"]
     if dg["enabled"]:
+        gateway = service_url(cfg, url, GATEWAY_SERVICE)  # a host of its own (see .origins)
         env.update({
-            "DASK_GATEWAY__ADDRESS": url + "services/dask-gateway",
-            "DASK_GATEWAY__PUBLIC_ADDRESS": url + "services/dask-gateway",
+            "DASK_GATEWAY__ADDRESS": gateway,
+            "DASK_GATEWAY__PUBLIC_ADDRESS": gateway,
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
         })
         if cfg["platform"]["deployment"] == "local":
@@ -193,6 +211,7 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
     c.Spawner.notebooks_source = source if n["enabled"] else ""
     c.Spawner.notebooks_target = n["target"]
     c.Spawner.platform_env = env
+    c.Spawner.process_limits = dict(s["limits"])  # cscale_extensions.userlimits
 
 
 def _service_ports(cfg: dict[str, Any]) -> dict[str, int]:
@@ -224,6 +243,8 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
                         "environment": {**passthrough, "DASK_GATEWAY_ENCRYPT_KEYS":
                                 os.environ.get("DASK_GATEWAY_ENCRYPT_KEYS", "")},
                 "display": False,
+                # dashboards sign users in through the hub (cscale_extensions.dashboards)
+                "oauth_no_confirm": True,
             })
 
     cu = cfg["culler"]
@@ -260,14 +281,20 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
                        "admin:groups", "tokens", "access:servers", "list:users", "list:groups"],
             "services": ["cscale-admin"],
         })
-    # a user may read their own auth state (their OIDC tokens), so their server's token may too
-    roles.append({"name": "user", "scopes": ["self", "admin:auth_state!user", *access]})
+    # Users and their servers get the current OIDC access token from the hub's access-token
+    # endpoint (hub/tokenapi.py), never the auth state: that holds the refresh and ID tokens,
+    # and a server's token is in the hands of everything the user runs.
+    from .tokenapi import SCOPE as ACCESS_TOKEN_SCOPE
+    from .tokenapi import configure as add_access_token_api
+
+    add_access_token_api(c)
+    roles.append({"name": "user", "scopes": ["self", f"{ACCESS_TOKEN_SCOPE}!user", *access]})
     roles.append({
         "name": "server",
         "description": "What a user server may do with its token",
         "scopes": [
             "users:activity!user", "access:servers!server", "read:users:name!user",
-            "read:users:groups!user", "admin:auth_state!user", *access,
+            "read:users:groups!user", f"{ACCESS_TOKEN_SCOPE}!user", *access,
         ],
     })
     # append: on Kubernetes z2jh has registered its own services and roles already

@@ -99,6 +99,8 @@ class UserServers:
         self.servers_http = httpx.AsyncClient(timeout=30.0)
         self.tokens = UserTokens(self.http, self.hub_api, server_name)
         self._urls: dict[str, str] = {}
+        #: Host header per user when their server is on a host of its own (per-user origins)
+        self._hosts: dict[str, str] = {}
         self._kernels: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirs: set[str] = set()
@@ -139,7 +141,7 @@ class UserServers:
             while True:
                 state = await self.server_state(user)
                 if state and state.get("ready"):
-                    url = self._server_url(state)
+                    url = self._remember(user, state)
                     if self._urls.get(user) != url:
                         self._kernels.pop(user, None)
                         self._dirs.discard(user)
@@ -167,10 +169,20 @@ class UserServers:
                     )
                 await asyncio.sleep(0.5)
 
-    def _server_url(self, state: dict[str, Any]) -> str:
-        """The server's URL through the proxy (the hub gives a path, or with per-user
-        subdomains an absolute URL)."""
-        return urljoin(self.proxy_origin + "/", state["url"])
+    def _remember(self, user: str, state: dict[str, Any]) -> str:
+        """The URL to connect to for the server in ``state``, always through the configured
+        proxy; with per-user subdomains the hub gives an absolute URL on the user's host, which
+        is then sent as the Host header (inside a cluster the public host may not resolve)."""
+        target = urlsplit(urljoin(self.proxy_origin + "/", state["url"]))
+        if target.netloc and target.netloc != urlsplit(self.proxy_origin).netloc:
+            self._hosts[user] = target.netloc
+        else:
+            self._hosts.pop(user, None)
+        return self.proxy_origin + target.path
+
+    def _host_header(self, user: str) -> dict[str, str]:
+        host = self._hosts.get(user)
+        return {"Host": host} if host else {}
 
     async def known(self, user: str) -> bool:
         """True when the user's server URL is known (asking the hub if needed)."""
@@ -208,7 +220,7 @@ class UserServers:
         url = self._url(user) + path
         for attempt in (1, 2):
             token = await self._user_token(user)
-            headers = {"Authorization": f"token {token}"}
+            headers = {"Authorization": f"token {token}", **self._host_header(user)}
             try:
                 r = await self._send(method, url, headers, max_bytes, **kw)
             except httpx.HTTPError as exc:
@@ -229,7 +241,7 @@ class UserServers:
         """Re-learn the server URL from the hub; False when the server is not running."""
         state = await self.server_state(user)
         if state and state.get("ready"):
-            self._urls[user] = self._server_url(state)
+            self._urls[user] = self._remember(user, state)
             return True
         self._urls.pop(user, None)
         return False
@@ -318,7 +330,8 @@ class UserServers:
     async def _execute(self, user: str, kernel: str, code: str, timeout: float = 60.0) -> str:
         ws_url = self._url(user).replace("http", "ws", 1) + f"api/kernels/{kernel}/channels"
         token = await self._user_token(user)
-        req = HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}, request_timeout=30)
+        headers = {"Authorization": f"token {token}", **self._host_header(user)}
+        req = HTTPRequest(ws_url, headers=headers, request_timeout=30)
         try:
             conn = await websocket_connect(req, max_message_size=ANSWER_MAX_BYTES)
         except Exception as exc:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
 
@@ -202,7 +202,7 @@ def measure(
                     "admin:server_state); capacity measures local spawners only"
                 )
             token = api.token_for(n, "capacity probe", 600)
-            url = hub_url.rstrip("/") + server["url"]
+            url = urljoin(hub_url, server["url"])  # absolute with per-user hosts
             r = requests.post(
                 f"{url}api/kernels",
                 json={"name": "python3"},

@@ -108,3 +108,21 @@ def test_chart_hub_config_lets_users_and_servers_reach_the_services(hub_config):
     for role in ("user", "server"):
         for name in ("eo-mqs", "runs", "dask-gateway"):
             assert f"access:services!service={name}" in roles[role]["scopes"], (role, name)
+
+
+def test_chart_hub_config_serves_each_user_on_a_host_of_their_own(hub_config):
+    """Per-user origins in the chart: users at <user>.<hub host>, the hub's services on the
+    hub's host, dask-gateway (users' dashboards) on a host no username maps to."""
+    c = hub_config
+    assert c.JupyterHub.subdomain_host == "https://hub.c-scale.eu"
+    assert c.JupyterHub.cookie_host_prefix_enabled is True  # no cookie tossing from users' hosts
+    hook = c.JupyterHub.subdomain_hook
+    assert hook("alice", "hub.c-scale.eu", "user") == "alice.hub.c-scale.eu"
+    for name in ("eo-mqs", "runs", "jupyterhub-idle-culler"):
+        assert hook(name, "hub.c-scale.eu", "service") == "hub.c-scale.eu"
+    assert hook("dask-gateway", "hub.c-scale.eu", "service") == "dask-gateway--service.hub.c-scale.eu"
+    env = c.KubeSpawner.environment
+    assert env["DASK_GATEWAY__PUBLIC_ADDRESS"] == (
+        "https://dask-gateway--service.hub.c-scale.eu/services/dask-gateway")
+    # inside the cluster straight to the gateway's traefik: z2jh's proxy routes by host
+    assert env["DASK_GATEWAY__ADDRESS"] == "http://traefik-dask-gateway/services/dask-gateway"

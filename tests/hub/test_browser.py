@@ -8,6 +8,8 @@ import shutil
 import pytest
 import requests
 
+from cscale_extensions.testing import server_url
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,7 +34,7 @@ def page(artifacts):
 def test_login_lab_notebooks_and_a_cell(platform, page, artifacts):
     user = "demo-member"
     token = platform.api_token(user)
-    server = platform.url.rstrip("/") + platform.start_server(token, user)["url"]
+    server = server_url(platform.url, platform.start_server(token, user)["url"])
     nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
                      "source": "print('answer', 6 * 7)"}],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.testing import run_in_kernel, server_url
 
 CODE = r"""
 import json, os, pystac_client
@@ -24,7 +24,7 @@ print(json.dumps({"collections": collections, "n": len(ids), "unique": len(set(i
 
 def test_pystac_client_through_the_hub_sees_the_whole_federation(platform):
     token = platform.api_token("demo-member")
-    server = platform.url.rstrip("/") + platform.start_server(token, "demo-member")["url"]
+    server = server_url(platform.url, platform.start_server(token, "demo-member")["url"])
     text = run_in_kernel(server, token, CODE, timeout=180)
     lines = [line for line in text.splitlines() if line.startswith("{")]
     assert lines, text

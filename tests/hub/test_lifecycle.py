@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from cscale_extensions.supervisor import alive, stack_processes
-from cscale_extensions.testing import LocalStack, run_in_kernel, start_busy_kernel
+from cscale_extensions.testing import LocalStack, run_in_kernel, server_url, start_busy_kernel
 
 pytestmark = pytest.mark.slow
 CULL_TIMEOUT = 30
@@ -42,7 +42,7 @@ def _servers(stack, token, user):
 def test_culler_spares_a_busy_kernel_and_stops_an_idle_server(stack):
     busy_token = stack.api_token("demo-member")
     idle_token = stack.api_token("demo-admin")
-    busy = stack.url.rstrip("/") + stack.start_server(busy_token, "demo-member")["url"]
+    busy = server_url(stack.url, stack.start_server(busy_token, "demo-member")["url"])
     stack.start_server(idle_token, "demo-admin")
     t0 = time.monotonic()
     start_busy_kernel(busy, busy_token, seconds=4 * CULL_TIMEOUT)
@@ -63,7 +63,7 @@ def test_ctrl_c_leaves_no_process_behind(stack):
     # an account of this stack alone, so its processes cannot be another stack's
     user = stack.add_user("lifecycle")
     token = stack.api_token(user)
-    server = stack.url.rstrip("/") + stack.start_server(token, user)["url"]
+    server = server_url(stack.url, stack.start_server(token, user)["url"])
     # a running Dask cluster with a worker, deliberately not shut down
     out = run_in_kernel(server, token, "\n".join([
         "from dask_gateway import Gateway",

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from cscale_extensions.testing import LoginRefused, oidc_login, run_in_kernel
+from cscale_extensions.testing import LoginRefused, oidc_login, run_in_kernel, server_url
 
 
 @pytest.fixture(scope="module")
 def member(platform):
     token = platform.api_token("demo-member")
     server = platform.start_server(token, "demo-member")
-    return token, platform.url.rstrip("/") + server["url"]
+    return token, server_url(platform.url, server["url"])
 
 
 def _whoami(platform, token):
@@ -111,7 +111,7 @@ def test_edited_notebook_survives_respawn_and_updates_arrive(platform, member, n
         if not _whoami(platform, token)["servers"]:
             break
         time.sleep(0.5)
-    server = platform.url.rstrip("/") + platform.start_server(token, "demo-member")["url"]
+    server = server_url(platform.url, platform.start_server(token, "demo-member")["url"])
     mine = api.get(f"{server}api/contents/workflow_notebooks/{edited}", timeout=30).json()
     sources = [c["source"] for c in mine["content"]["cells"]]
     assert sources[0] == "my notes" and "template v2" not in sources  # the edit is kept
@@ -165,6 +165,6 @@ def test_dask_gateway_cluster_from_the_users_environment(platform, member):
 
 def test_gateway_refuses_tokens_without_service_access(platform):
     token = platform.api_token("demo-member", scopes=["read:users:name!user"])
-    r = requests.get(platform.url + "services/dask-gateway/api/v1/clusters/",
+    r = requests.get(platform.service_url("dask-gateway") + "api/v1/clusters/",
                      headers={"Authorization": f"jupyterhub {token}"}, timeout=30)
     assert r.status_code == 401

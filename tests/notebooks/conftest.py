@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.testing import run_in_kernel, server_url
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "workflow_notebooks").glob("*.ipynb"))
@@ -45,7 +45,7 @@ def user_server(platform) -> tuple[str, str]:
     """(token, server URL) of the demo member's running server."""
     token = platform.api_token(USER)
     server = platform.start_server(token, USER)
-    return token, platform.url.rstrip("/") + server["url"]
+    return token, server_url(platform.url, server["url"])
 
 
 @pytest.fixture(scope="module")

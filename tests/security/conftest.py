@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from seckit import (  # noqa: E402
     CLIENT_ID,
     CLUSTER_LIMIT,
+    MAX_PROCESSES,
+    MEM_LIMIT,
     NAMED_LIMIT,
     REFRESH_AGE,
     RUNS_LIMIT,
@@ -53,6 +55,7 @@ def sec(tmp_path_factory) -> Iterator[SecStack]:
                     "vos": [VO],
                 },
                 "hub": {"named_server_limit_per_user": NAMED_LIMIT},
+                "spawner": {"mem_limit": MEM_LIMIT, "limits": {"max_processes": MAX_PROCESSES}},
                 "dask_gateway": {"max_clusters_per_user": CLUSTER_LIMIT},
                 "runs": {"max_queued_per_user": RUNS_LIMIT, "max_concurrent_per_user": 1},
                 "culler": {"activity_interval": 5, "enabled": False},
@@ -70,6 +73,8 @@ def sec(tmp_path_factory) -> Iterator[SecStack]:
         idp.front.close()
         if not os.environ.get("CSCALE_KEEP_TEST_DATA"):
             shutil.rmtree(base, ignore_errors=True)
+        if stack is not None:
+            assert not stack.ownership_changes, f"root handed out paths: {stack.ownership_changes}"
 
 
 # --------------------------------------------------------------------------- the report

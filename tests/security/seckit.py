@@ -32,7 +32,7 @@ from cscale_extensions import settings
 from cscale_extensions.net import free_port, wait_for
 from cscale_extensions.oidc import accounts, embedded
 from cscale_extensions.supervisor import Supervisor
-from cscale_extensions.testing import FORM_ACTION, LocalStack, xsrf_headers
+from cscale_extensions.testing import FORM_ACTION, LocalStack, server_url, xsrf_headers
 
 CLIENT_ID = "cscale-hub"
 VO = "vo.cscale.eu"
@@ -41,6 +41,8 @@ REFRESH_AGE = 10  # the hub re-checks tokens at most this often (the minimum all
 NAMED_LIMIT = 1
 CLUSTER_LIMIT = 1
 RUNS_LIMIT = 3  # runs.max_queued_per_user of the security stack
+MEM_LIMIT = "2G"  # spawner.mem_limit: RLIMIT_DATA of every user process
+MAX_PROCESSES = 512  # spawner.limits.max_processes: RLIMIT_NPROC of every user
 
 
 # --------------------------------------------------------------------------- the IdP front
@@ -269,9 +271,13 @@ class SecStack:
     def api(self, token: str) -> requests.Session:
         return self.stack.api(token)
 
+    def admin_token(self) -> str:
+        """The operator's token (service cscale-admin), as the workshop tools use it."""
+        return (self.stack.state_dir / "secrets" / "admin_api_token").read_text().strip()
+
     def start_server(self, token: str, name: str, server: str = "") -> str:
         model = self.stack.start_server(token, name, server)
-        return self.url.rstrip("/") + model["url"]
+        return server_url(self.url, model["url"])
 
 
 def login_flow(

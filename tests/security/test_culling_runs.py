@@ -17,7 +17,7 @@ import pytest
 
 from cscale_extensions.net import http_ready, wait_for
 from cscale_extensions.runs.testhub import Runs, notebook
-from cscale_extensions.testing import LocalStack, start_busy_kernel
+from cscale_extensions.testing import LocalStack, server_url, start_busy_kernel
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability
@@ -73,7 +73,7 @@ def test_culler_spares_busy_kernels_and_running_headless_runs(stack):
     stack.start_server(idle_token, idle_user)  # the control: idle, must be culled
     busy_user = stack.add_user("cullbusy")
     busy_token = stack.api_token(busy_user)
-    busy = stack.url.rstrip("/") + stack.start_server(busy_token, busy_user)["url"]
+    busy = server_url(stack.url, stack.start_server(busy_token, busy_user)["url"])
     start_busy_kernel(busy, busy_token, seconds=6 * CULL_TIMEOUT)
     runs = Runs(stack.url + "services/runs/", token)
     nb = notebook(f"import time; time.sleep({4 * CULL_TIMEOUT})", "print('finished')")

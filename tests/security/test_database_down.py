@@ -18,7 +18,7 @@ from faultkit import Postgres
 
 from cscale_extensions.net import wait_for
 from cscale_extensions.runs.testhub import CHP, MiniHub, Runs, notebook
-from cscale_extensions.testing import LocalStack
+from cscale_extensions.testing import LocalStack, server_url
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability
@@ -180,7 +180,7 @@ def hub_on_pg(pg):
 def test_hub_says_its_database_is_down_and_recovers(hub_on_pg, pg):
     stack, user = hub_on_pg, "demo-member"
     token = stack.api_token(user)
-    server = stack.url.rstrip("/") + stack.start_server(token, user)["url"]
+    server = server_url(stack.url, stack.start_server(token, user)["url"])
     browser = stack.login(user)
     api = {"Authorization": f"token {token}"}
     assert browser.get(server + "api/contents", timeout=30).status_code == 200

@@ -107,7 +107,7 @@ def test_a_cannot_read_bs_files(sec, users):
 )
 def test_a_cannot_see_or_stop_bs_dask_cluster(sec, users):
     tokens, _ = users
-    gw = sec.url + "services/dask-gateway/api/v1/clusters/"
+    gw = sec.stack.service_url("dask-gateway") + "api/v1/clusters/"
 
     def hdr(n):
         return {"Authorization": f"jupyterhub {tokens[n]}"}

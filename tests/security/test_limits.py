@@ -44,7 +44,7 @@ def test_named_server_limit(sec):
 def test_dask_cluster_limit(sec):
     sec.member(USER)
     hdr = {"Authorization": f"jupyterhub {sec.token(USER)}"}
-    gw = sec.url + "services/dask-gateway/api/v1/clusters/"
+    gw = sec.stack.service_url("dask-gateway") + "api/v1/clusters/"
     names = []
     try:
         for _ in range(CLUSTER_LIMIT):

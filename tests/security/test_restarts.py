@@ -80,13 +80,13 @@ def _assert_services_routed(sec, token: str) -> None:
         # a restarted hub starts its services again: give them a bounded time to answer
         deadline = time.monotonic() + 90
         while True:
-            r = requests.get(sec.url + f"services/{svc}/{HEALTH.get(svc, '')}", timeout=30)
+            r = requests.get(sec.stack.service_url(svc) + HEALTH.get(svc, ""), timeout=30)
             if r.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(1)
         assert r.status_code == 200, f"service {svc}: HTTP {r.status_code} at {r.url}"
     r = requests.get(
-        sec.url + "services/dask-gateway/api/v1/clusters/",
+        sec.stack.service_url("dask-gateway") + "api/v1/clusters/",
         headers={"Authorization": f"jupyterhub {token}"},
         timeout=30,
     )
@@ -115,8 +115,10 @@ def _wait_user_route(sec, w, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            r = sec.api(w["token"]).get(w["server"] + "api/status", timeout=10)
-            if r.status_code == 200:
+            # the server itself, not the hub's login page at the end of a redirect (requests
+            # drops the token when the missing route sends it from the user's host to the hub's)
+            r = sec.api(w["token"]).get(w["server"] + "api/status", timeout=10, allow_redirects=False)
+            if r.status_code == 200 and "started" in r.json():
                 return True
         except requests.RequestException:
             pass

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from cscale_extensions.oidc.accounts import list_accounts
-from cscale_extensions.testing import LoginRefused, oidc_login, run_in_kernel
+from cscale_extensions.testing import LoginRefused, oidc_login, run_in_kernel, server_url
 from cscale_extensions.workshop.hubapi import HubAPI
 
 N = 5
@@ -140,9 +140,9 @@ def test_workshop_lifecycle(ws_stack, admin_token, cli, materials_repo):
 
     # the participant works in their copy (cohort environment applied)
     token = api.token_for(users[0], "test")
-    server_url = ws_stack.url.rstrip("/") + api.user(users[0])["servers"][""]["url"]
+    server = server_url(ws_stack.url, api.user(users[0])["servers"][""]["url"])
     out = run_in_kernel(
-        server_url,
+        server,
         token,
         "import os\nopen('eo101/result.txt','w').write('ndvi')\n"
         "print(os.environ.get('WORKSHOP_DAY'), os.environ.get('CSCALE_WORKSHOP'))",
