@@ -17,6 +17,7 @@ from . import errors
 from .collections import STAC_VERSION
 from .errors import ApiError
 from .federation import Federation, SearchOutcome
+from .filtering import FILTER_CONFORMANCE
 from .links import absolute
 from .paging_token import TokenSigner
 from .validation import SearchParams, parse_search
@@ -35,7 +36,10 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    *FILTER_CONFORMANCE,
 ]
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+SCHEMA_JSON = "application/schema+json"
 GEOJSON = "application/geo+json"
 OPENAPI = "application/vnd.oai.openapi+json;version=3.1"
 JSON = "application/json"
@@ -113,10 +117,11 @@ class SearchBody(BaseModel):
     bbox: list[float] | None = None
     intersects: dict[str, Any] | None = None
     datetime: str | None = None
-    collections: list[str] | None = None
-    ids: list[str] | None = None
+    collections: list[str] | str | None = None
+    ids: list[str] | str | None = None
     limit: int | None = None
     sortby: list[dict[str, Any]] | str | None = None
+    filter: dict[str, Any] | str | None = None
     token: str | None = None
 
 
@@ -220,6 +225,21 @@ def create_app(
         out["links"] = links + keep
         return out
 
+    def ordering_of(c: Any) -> str | None:
+        """Who put this site's results in order, i.e. the guarantee: ``site`` (it sorts),
+        ``eomqs`` (all its matching items, at most unsorted_max_items, sorted here: exact),
+        ``eomqs-windows`` (too many to sort whole: read and sorted one datetime window at a
+        time, exact), ``pages`` (each page sorted here, the order across pages unsure)."""
+        if c.flagged:
+            return "pages"
+        if c.win is not None:
+            return "eomqs-windows"
+        if c.sorted_here:
+            return "eomqs"
+        if c.site.caps and c.site.caps.sorts:
+            return "site"
+        return None
+
     def fed_report(out: SearchOutcome) -> dict[str, Any]:
         sites: dict[str, Any] = {}
         for c in out.queried:
@@ -233,6 +253,11 @@ def create_app(
                 entry["matched"] = c.matched
             if c.flagged:
                 entry["unsorted"] = True
+            ordering = ordering_of(c)
+            if ordering:
+                entry["ordering"] = ordering
+            if out.page_filtered and c.mode != "x":
+                entry["filtering"] = "eomqs" if c.local_filter else "site"
             sites[c.site.name] = entry
         report: dict[str, Any] = {
             "federation:missing": [c.site.name for c in out.queried if c.mode == "x"],
@@ -241,6 +266,8 @@ def create_app(
         unsorted = [c.site.name for c in out.queried if c.flagged]
         if unsorted:
             report["federation:unsorted"] = unsorted
+        if out.unknown_collections:
+            report["federation:unknown_collections"] = out.unknown_collections
         return report
 
     def search_response(
@@ -279,12 +306,13 @@ def create_app(
         body.update(fed_report(out))
         return geojson(body)
 
-    def check(raw: dict[str, Any]) -> SearchParams:
+    def check(raw: dict[str, Any], post: bool = False) -> SearchParams:
         return parse_search(
             raw,
             settings["default_limit"],
             settings["max_limit"],
             settings["max_intersects_vertices"],
+            post=post,
         )
 
     # -- routes -----------------------------------------------------------------------------
@@ -303,6 +331,7 @@ def create_app(
             link("service-desc", f"{b}api", OPENAPI),
             link("service-doc", f"{b}api.html", "text/html"),
             link("federation", f"{b}federation", title="Health of the federation's sites"),
+            link(QUERYABLES_REL, f"{b}queryables", SCHEMA_JSON, title="Queryables"),
         ]
         links += [
             link("child", f"{b}collections/{quote(cid, safe='')}", title=c.get("title") or cid)
@@ -327,6 +356,25 @@ def create_app(
                 "links": links,
                 "federation:sites": sites,
             }
+        )
+
+    @router.get("/queryables", summary="Properties a filter or sortby can use, of every site")
+    async def queryables(request: Request) -> FastJSON:
+        props, missing = await fed.queryables()
+        return FastJSON(
+            {
+                "$schema": "https://json-schema.org/draft/2019-09/schema",
+                "$id": f"{base(request)}queryables",
+                "type": "object",
+                "title": "Queryables of the federation",
+                "description": "Each site's queryables merged (the first site in the "
+                "federation's order defining a name wins); any other item property can be "
+                "filtered and sorted on too.",
+                "properties": props,
+                "additionalProperties": True,
+                "federation:missing": missing,
+            },
+            media_type=SCHEMA_JSON,
         )
 
     @router.get("/conformance", summary="Conformance classes")
@@ -390,6 +438,7 @@ def create_app(
         datetime: str | None = Query(None, description="RFC 3339 instant or interval"),
         limit: int | None = Query(None, description="items per page"),
         sortby: str | None = Query(None, description="e.g. -properties.datetime,id"),
+        filter: str | None = Query(None, description="CQL2 filter, e.g. eo:cloud_cover < 20"),
         token: str | None = Query(None, description="paging token from a next link"),
     ) -> FastJSON:
         await _collection(collection_id)
@@ -439,6 +488,7 @@ def create_app(
         ids: str | None = Query(None, description="comma-separated item ids"),
         limit: int | None = Query(None, description="items per page"),
         sortby: str | None = Query(None, description="e.g. -properties.datetime,id"),
+        filter: str | None = Query(None, description="CQL2 filter, e.g. eo:cloud_cover < 20"),
         token: str | None = Query(None, description="paging token from a next link"),
     ) -> FastJSON:
         params = check(dict(request.query_params))
@@ -447,7 +497,7 @@ def create_app(
 
     @router.post("/search", summary="Item Search (POST)")
     async def search_post(request: Request, body: SearchBody) -> FastJSON:
-        params = check(body.model_dump(exclude_unset=True))
+        params = check(body.model_dump(exclude_unset=True), post=True)
         out = await fed.search(params)
         return search_response(request, base(request), params, out, "search", post=True)
 

@@ -15,10 +15,10 @@ from .collections import merge_collections
 from .errors import ApiError, bad_request
 from .links import SiteLinks
 from .merge import Cursor, Merger, PageResult
+from .page_cache import PageCache
 from .paging_token import TokenSigner
 from .sites import (
     Health,
-    PageCache,
     Site,
     SiteFailure,
     capabilities,
@@ -26,10 +26,19 @@ from .sites import (
     fetch_collections,
     fetch_item,
     fetch_page,
+    fetch_queryables,
 )
 from .validation import SearchParams
 
 log = logging.getLogger("cscale.eomqs")
+MIB = 1024 * 1024
+#: what every search can filter and sort on, whatever the sites say
+CORE_QUERYABLES: dict[str, Any] = {
+    "id": {"title": "Item id", "type": "string"},
+    "collection": {"title": "Collection id", "type": "string"},
+    "datetime": {"title": "Acquisition time", "type": "string", "format": "date-time"},
+    "geometry": {"title": "Footprint", "description": "GeoJSON geometry (CRS84)"},
+}
 
 
 @dataclass
@@ -44,6 +53,8 @@ class SearchOutcome:
     page: PageResult
     token: str | None
     queried: list[Cursor]
+    unknown_collections: list[str]
+    page_filtered: bool = False  # the search has a CQL2 filter
 
 
 class Federation:
@@ -58,14 +69,14 @@ class Federation:
         self.s = settings
         self.signer = signer
         self.client = HttpClient(settings["max_connections"])
-        self.cache = PageCache(settings["page_cache_ttl"], settings["page_cache_size"])
-        self.sorted_cache = PageCache(settings["page_cache_ttl"], 16)
+        self.cache = PageCache(settings["page_cache_ttl"], int(settings["page_cache_mib"] * MIB))
         self._site_colls: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._colls: CollectionsView | None = None
         self._colls_at = 0.0
         self._colls_lock = asyncio.Lock()
         self._refresh_task: asyncio.Task | None = None
         self._prefetching: set[asyncio.Future] = set()
+        self._queryables: tuple[float, dict[str, Any], list[str]] | None = None
         raw = json.dumps(sorted((s.name, s.url) for s in self.sites))
         self.fingerprint = hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -79,6 +90,7 @@ class Federation:
             try:
                 await self.health()
                 await self.collections()
+                self.cache.purge()
             except Exception:  # noqa: BLE001 - a watcher must outlive any one failure
                 log.exception("site health check failed")
             await asyncio.sleep(max(1.0, float(self.s["health_ttl"])))
@@ -141,6 +153,34 @@ class Federation:
             self._colls_at = time.monotonic()
             return self._colls
 
+    # -- queryables --------------------------------------------------------------------------
+    async def queryables(self) -> tuple[dict[str, Any], list[str]]:
+        """The queryable properties of the whole federation (each site's ``/queryables``
+        merged, the first site in configuration order defining a name wins, plus the core
+        ones every search can filter on) and the sites whose queryables are unknown now;
+        cached for ``collections_ttl``."""
+        hit = self._queryables
+        if hit is not None and time.monotonic() - hit[0] < self.s["collections_ttl"]:
+            return hit[1], hit[2]
+
+        async def one(site: Site) -> dict[str, Any] | SiteFailure:
+            try:
+                return await fetch_queryables(self.http, site)
+            except SiteFailure as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(s) for s in self.sites))
+        merged: dict[str, Any] = dict(CORE_QUERYABLES)
+        missing = []
+        for site, res in zip(self.sites, results, strict=True):
+            if isinstance(res, SiteFailure):
+                missing.append(site.name)
+                continue
+            for name, schema in res.items():
+                merged.setdefault(name, schema)
+        self._queryables = (time.monotonic(), merged, missing)
+        return merged, missing
+
     # -- health -----------------------------------------------------------------------------
     async def health(self) -> dict[str, Health]:
         results = await asyncio.gather(
@@ -152,27 +192,50 @@ class Federation:
         return dict(zip((s.name for s in self.sites), results, strict=True))
 
     # -- search -----------------------------------------------------------------------------
-    async def _targets(self, params: SearchParams) -> list[tuple[Site, list[str] | None]]:
-        """The sites a search goes to, with the requested collections each holds."""
+    def resolve_collections(
+        self, requested: list[str], view: CollectionsView
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """Site name -> the plain collection ids it is asked for, and the requested ids nobody
+        holds. ``SITE|collection`` (the original MQS's ids, site name in any case) asks that
+        site only for its collection; a plain id asks every holder."""
+        per_site: dict[str, list[str]] = {}
+        unknown: list[str] = []
+        for cid in requested:
+            coll = view.collections.get(cid)
+            if coll is not None:
+                holders = coll["federation:sites"]
+                plain = cid
+            else:
+                site_name, sep, plain = cid.partition("|")
+                site = self.by_name.get(site_name.strip().lower()) if sep else None
+                coll = view.collections.get(plain) if site else None
+                if site is None or coll is None or site.name not in coll["federation:sites"]:
+                    unknown.append(cid)
+                    continue
+                holders = [site.name]
+            for name in holders:
+                got = per_site.setdefault(name, [])
+                if plain not in got:
+                    got.append(plain)
+        return per_site, unknown
+
+    async def _targets(
+        self, params: SearchParams
+    ) -> tuple[list[tuple[Site, list[str] | None]], list[str]]:
+        """The sites a search goes to, with the requested collections each holds, and the
+        requested collections no site holds (reported, not searched; 400 when all are)."""
         if not params.collections:
-            return [(s, None) for s in self.sites]
+            return [(s, None) for s in self.sites], []
         view = await self.collections()
-        unknown = [c for c in params.collections if c not in view.collections]
-        if unknown:
+        per_site, unknown = self.resolve_collections(params.collections, view)
+        if not per_site:
             extra = ""
             if view.missing:
                 extra = f" (sites {', '.join(sorted(view.missing))} are unreachable; their collections are unknown)"
             raise bad_request(
                 "UnknownCollection", f"no site holds the collection(s) {', '.join(unknown)}{extra}"
             )
-        out = []
-        for s in self.sites:
-            held = [
-                c for c in params.collections if s.name in view.collections[c]["federation:sites"]
-            ]
-            if held:
-                out.append((s, held))
-        return out
+        return [(s, per_site[s.name]) for s in self.sites if s.name in per_site], unknown
 
     async def _caps(self, site: Site) -> SiteFailure | None:
         try:
@@ -183,9 +246,7 @@ class Federation:
 
     async def search(self, params: SearchParams) -> SearchOutcome:
         """One page of a federated search (the first, or the one its token points to)."""
-        merger = Merger(
-            self.http, self.cache, self.sorted_cache, params, self.s["unsorted_max_items"]
-        )
+        merger = Merger(self.http, self.cache, params, self.s["unsorted_max_items"])
         qhash = params.query_hash()
         if params.token:
             state = self.signer.load(params.token, qhash, self.fingerprint)
@@ -193,21 +254,18 @@ class Federation:
                 raise bad_request(
                     "StaleToken", "the paging token names sites that are not in the federation"
                 )
-            held = {}
+            held: dict[str, list[str]] = {}
+            unknown: list[str] = []
             if params.collections:
-                view = await self.collections()
-                for name in state:
-                    held[name] = [
-                        c
-                        for c in params.collections
-                        if name in view.collections.get(c, {}).get("federation:sites", [])
-                    ]
+                held, unknown = self.resolve_collections(
+                    params.collections, await self.collections()
+                )
             targets = [
-                (self.by_name[n], held.get(n) if params.collections else None) for n in state
+                (self.by_name[n], held.get(n, []) if params.collections else None) for n in state
             ]
         else:
             state = None
-            targets = await self._targets(params)
+            targets, unknown = await self._targets(params)
         ttl, now = self.s["capabilities_ttl"], time.monotonic()
         if all(s.caps and now - s.caps.fetched < ttl for s, _ in targets):
             fails: list[SiteFailure | None] = [None] * len(targets)  # known: no round trip
@@ -240,11 +298,11 @@ class Federation:
             token = self.signer.dump(
                 {c.site.name: merger.state(c) for c in cursors}, qhash, self.fingerprint
             )
-        return SearchOutcome(page, token, cursors)
+        return SearchOutcome(page, token, cursors, unknown, params.filter is not None)
 
     def _prefetch(self, wanted: list[tuple[Site, dict[str, Any]]]) -> None:
         """Fetch into the page cache, in the background, site pages the next page will need."""
-        if self.s["page_cache_ttl"] <= 0 or self.s["page_cache_size"] <= 0:
+        if not self.cache.enabled:
             return
         for site, req in wanted:
             task = asyncio.ensure_future(fetch_page(self.http, site, req, self.cache))

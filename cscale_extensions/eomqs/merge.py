@@ -21,11 +21,25 @@ from typing import Any
 
 from .client import HttpClient
 from .errors import bad_request
+from .filtering import matcher
 from .ordering import Key, full_sort, key_function
-from .sites import Page, PageCache, Request, Site, SiteFailure, fetch_page
+from .page_cache import KEYS_PER_ITEM, MAX_ORDERS_PER_PAGE, Page, PageCache, Request
+from .sites import Site, SiteFailure, fetch_page
 from .validation import SearchParams
+from .windows import Window, window_bounds
+
+try:
+    from orjson import dumps, loads
+except ImportError:  # pragma: no cover
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    loads = json.loads
 
 UNSORTED_PAGE_LIMIT = 1000
+#: pages read to sort a site here are not cached (the sorted list is, far more compactly)
+_UNCACHED = PageCache(0, 0)
 
 
 @dataclass
@@ -48,9 +62,14 @@ class Cursor:
     taken: int = 0  # u: sorted items emitted during this request
     matched: int | None = None
     returned: int = 0
+    local_filter: bool = False  # EO-MQS evaluates the search's filter on this site's items
+    sorted_here: bool = False  # u: all the site's matching items were sorted by EO-MQS
     failed_now: bool = False
     answered: bool = False  # the site answered during this request
     last_key: Key | None = None
+    full: list[tuple[Key, bytes]] = field(default_factory=list)  # u, w: sorted items (JSON)
+    win: Window | None = None  # w: the datetime window being emitted
+    pos: int = 0  # u: index in ``full`` of the first item not yet buffered
 
 
 @dataclass
@@ -67,17 +86,18 @@ class Merger:
         self,
         client: HttpClient,
         cache: PageCache,
-        sorted_cache: PageCache,
         params: SearchParams,
         unsorted_max: int,
     ):
         self.client = client
         self.cache = cache
-        self.sorted_cache = sorted_cache
         self.params = params
         self.key = key_function(params.sortby)
         self.order_sig = json.dumps([s.as_json() for s in full_sort(params.sortby)])
+        self.match = matcher(params.filter)
+        self.filter_sig = json.dumps(params.filter, sort_keys=True) if params.filter else ""
         self.unsorted_max = unsorted_max
+        self.overflow: list[dict[str, Any]] = []  # items of the last window read with too many
 
     # -- site bodies and state ---------------------------------------------------------------
     def site_body(
@@ -93,17 +113,23 @@ class Merger:
                 body[k] = v
         if site.caps and site.caps.sorts:
             body["sortby"] = [s.as_json() for s in full_sort(p.sortby)]
+        if p.filter is not None and site.caps and site.caps.filters:
+            body["filter"] = p.filter
+            body["filter-lang"] = "cql2-json"
         return body
 
     def new_cursor(self, site: Site, site_collections: list[str] | None) -> Cursor:
         sorts = bool(site.caps and site.caps.sorts)
+        local = self.match is not None and not (site.caps and site.caps.filters)
         if not sorts and self.unsorted_max > 0:
             body = self.site_body(
                 site, site_collections, min(UNSORTED_PAGE_LIMIT, self.unsorted_max + 1)
             )
-            return Cursor(site, body, "u")
+            c = Cursor(site, body, "u", local_filter=local)
+            self._start_windows(c)  # datetime first: windows, else the whole site sorted here
+            return c
         body = self.site_body(site, site_collections, min(self.params.limit + 1, 10000))
-        return Cursor(site, body, "s", sort_pages=not sorts, flagged=not sorts)
+        return Cursor(site, body, "s", sort_pages=not sorts, flagged=not sorts, local_filter=local)
 
     def first_request(self, c: Cursor) -> Request:
         assert c.site.caps is not None
@@ -143,6 +169,9 @@ class Merger:
             return {"m": "d"}
         if c.mode == "u":
             return {"m": "u", "o": c.offset + c.taken}
+        if c.mode == "w":
+            assert c.win is not None
+            return {"m": "w", "w": c.win.as_json(), "o": c.pos - len(c.buf), "f": c.flagged}
         assert c.req is not None
         return {
             "m": "s",
@@ -161,7 +190,11 @@ class Merger:
             elif m == "x":
                 c.mode, c.reason, c.detail = "x", str(st["r"]), str(st.get("d") or "")
             elif m == "u":
-                c.mode, c.offset = "u", int(st["o"])
+                c.mode, c.offset, c.sorted_here = "u", int(st["o"]), True
+                c.body["limit"] = min(UNSORTED_PAGE_LIMIT, self.unsorted_max + 1)
+            elif m == "w":
+                c.mode, c.offset, c.sorted_here = "w", int(st["o"]), True
+                c.win, c.flagged = Window.from_json(st["w"]), bool(st.get("f"))
                 c.body["limit"] = min(UNSORTED_PAGE_LIMIT, self.unsorted_max + 1)
             elif m == "s":
                 c.mode, c.offset = "s", int(st["o"])
@@ -174,20 +207,27 @@ class Merger:
 
     # -- fetching ---------------------------------------------------------------------------
     def _page_keys(
-        self, page: Page
+        self, page: Page, local_filter: bool
     ) -> tuple[list[tuple[Key, dict[str, Any]]], list[tuple[Key, dict[str, Any]]], bool]:
-        """The page's items with their keys, as received and sorted, and whether they were in
-        order; computed once per page and order (kept with the cached page)."""
-        hit = page.keyed.get(self.order_sig)
+        """The page's items (those matching the filter, when EO-MQS evaluates it) with their
+        keys, as received and sorted, and whether they were in order; computed once per page,
+        order and filter (kept with the cached page)."""
+        sig = self.order_sig + ("|" + self.filter_sig if local_filter else "")
+        hit = page.keyed.get(sig)
         if hit is None:
-            keyed = [(self.key(i), i) for i in page.items]
+            if len(page.keyed) >= MAX_ORDERS_PER_PAGE:  # keep a cached page's size bounded
+                page.keyed.clear()
+            items = page.items
+            if local_filter and self.match is not None:
+                items = [i for i in items if self.match(i)]
+            keyed = [(self.key(i), i) for i in items]
             in_order = all(keyed[n][0] <= keyed[n + 1][0] for n in range(len(keyed) - 1))
             srt = keyed if in_order else sorted(keyed, key=lambda kv: kv[0])
-            hit = page.keyed[self.order_sig] = (keyed, srt, in_order)
+            hit = page.keyed[sig] = (keyed, srt, in_order)
         return hit
 
     def _keyed(self, c: Cursor, page: Page) -> list[tuple[Key, dict[str, Any]]]:
-        keyed, srt, in_order = self._page_keys(page)
+        keyed, srt, in_order = self._page_keys(page, c.local_filter)
         if not c.sort_pages and not in_order:
             c.sort_pages = c.flagged = True
         out = srt if c.sort_pages else keyed
@@ -195,15 +235,26 @@ class Merger:
             c.flagged = True
         return out
 
-    async def _sorted_list(self, c: Cursor) -> list[tuple[Key, dict[str, Any]]] | None:
-        """Every matching item of an unsorting site, sorted; None if more than the limit."""
+    async def _sorted_list(
+        self, c: Cursor, win: Window | None = None, cap: int | None = None
+    ) -> list[tuple[Key, bytes]] | None:
+        """Every matching item of an unsorting site, sorted, each kept as its JSON (a sixth
+        of its parsed size: the list is cached, and only the items of a page are parsed
+        again); None if more than the limit. The site pages read for it are not cached."""
+        cap = self.unsorted_max if cap is None else cap
         req = self.first_request(c)
+        if win is not None:
+            body = {**c.body, "datetime": win.interval(), "limit": min(cap + 1, 10000)}
+            req = {**req, "body": body}
         order = [s.as_json() for s in full_sort(self.params.sortby)]
-        ck = PageCache.key(c.site, req) + json.dumps(order)
-        hit = self.sorted_cache.get(ck)
+        ck = "sorted:" + PageCache.key(c.site.name, req) + json.dumps(order)
+        if c.local_filter:
+            ck += "|" + self.filter_sig
+        hit = self.cache.get(ck)
         if hit is not None:
             return hit.items  # type: ignore[return-value]
         items: list[dict[str, Any]] = []
+        size = 0
         nxt: Request | None = req
         seen: set[str] = set()
         while nxt is not None:
@@ -211,33 +262,96 @@ class Merger:
             if sig in seen:
                 break
             seen.add(sig)
-            page = await fetch_page(self.client, c.site, nxt, self.cache)
+            page = await fetch_page(self.client, c.site, nxt, _UNCACHED)
             items.extend(page.items)
-            if len(items) > self.unsorted_max:
+            if len(items) > cap:
+                self.overflow = items
                 return None
             nxt = page.next
-        uniq: dict[Key, tuple[Key, dict[str, Any]]] = {}
+        if c.local_filter and self.match is not None:
+            items = [i for i in items if self.match(i)]
+        uniq: dict[Key, tuple[Key, bytes]] = {}
         for i in items:
             k = self.key(i)
-            uniq.setdefault(k, (k, i))
+            if win is not None and not win.holds(i):
+                continue  # a later window has it (its start), or it has no datetime
+            if k not in uniq:
+                raw = dumps(i)
+                uniq[k] = (k, raw)
+                size += len(raw) + KEYS_PER_ITEM
         out = sorted(uniq.values(), key=lambda kv: kv[0])
-        self.sorted_cache.put(ck, Page(out, None, len(out)))  # type: ignore[arg-type]
+        self.cache.put(ck, Page(out, None, len(out), size=size))
         return out
 
+    def _refill_sorted(self, c: Cursor) -> None:
+        """The next items of a site sorted here, parsed into its buffer (a page's worth)."""
+        chunk = c.full[c.pos : c.pos + self.params.limit + 1]
+        c.pos += len(chunk)
+        c.buf = deque((k, loads(raw)) for k, raw in chunk)
+        if not c.buf and c.mode == "u":
+            c.mode = "d"
+            c.full = []
+
+    def _start_windows(self, c: Cursor) -> bool:
+        """Switch a site too large to sort whole to datetime windows, if the order allows."""
+        first = full_sort(self.params.sortby)[0]
+        if first.field != "properties.datetime":
+            return False
+        c.mode, c.win, c.full, c.pos = "w", window_bounds(self.params.datetime, first.desc), [], 0
+        c.sorted_here, c.offset, c.loaded = True, 0, False
+        return True
+
+    async def _fill_window(self, c: Cursor) -> None:
+        """Emit a site that cannot sort window by window of datetime (newest first for a
+        descending sort): each window's items are read whole and sorted here, so the order is
+        exact without reading the site whole; a window with too many items is halved, one
+        with few doubles the next."""
+        assert c.win is not None
+        window_cap = min(self.unsorted_max, max(100, 4 * (self.params.limit + 1)))
+        while not c.buf:
+            if c.loaded:
+                if c.pos < len(c.full):
+                    self._refill_sorted(c)
+                    continue
+                c.win = c.win.next(grow=len(c.full) <= self.params.limit)
+                c.full, c.pos, c.loaded = [], 0, False
+            if c.win.done:
+                c.mode, c.full = "d", []
+                return
+            cap = window_cap if c.win.width > 0 else self.unsorted_max
+            got = await self._sorted_list(c, c.win, cap)
+            c.answered = True
+            if got is None:
+                if c.win.width > 0:
+                    c.win = c.win.narrowed(self.overflow, cap)
+                    self.overflow = []
+                    continue
+                c.flagged = True  # > unsorted_max items at one instant: not all of them
+                got = []
+            c.full, c.pos, c.loaded = got, c.offset, True
+            c.offset = 0
+            if c.pos < len(c.full):
+                self._refill_sorted(c)
+
     async def _fill(self, c: Cursor) -> None:
+        if c.mode == "w":
+            await self._fill_window(c)
+            return
         if c.mode == "u":
             if c.loaded:
-                c.mode = "d"
+                self._refill_sorted(c)
                 return
             full = await self._sorted_list(c)
             if full is not None:
-                c.loaded = c.answered = True
+                c.loaded = c.answered = c.sorted_here = True
                 c.matched = len(full)
-                c.buf = deque(full[c.offset :])
-                if not c.buf:
-                    c.mode = "d"
+                c.full, c.pos = full, c.offset
+                self._refill_sorted(c)
                 return
-            # too many to sort here: merge the site's pages as they come, flagged
+            # too many to sort whole: datetime windows, else its pages as they come, flagged
+            if self._start_windows(c):
+                await self._fill_window(c)
+                return
             c.mode, c.offset, c.sort_pages, c.flagged = "s", 0, True, True
             c.body["limit"] = min(self.params.limit + 1, 10000)
         while not c.buf:
@@ -251,7 +365,7 @@ class Merger:
             assert req is not None
             page = await fetch_page(self.client, c.site, req, self.cache)
             c.req, c.loaded, c.next, c.answered = req, True, page.next, True
-            if page.matched is not None:
+            if page.matched is not None and not c.local_filter:
                 c.matched = page.matched
             keyed = self._keyed(c, page)
             c.page_len = len(keyed)

@@ -1,7 +1,11 @@
 """The total order of merged results: the requested sort fields, then id, then collection.
 
-Missing values sort last in either direction. Datetimes compare as instants (sites may format
-them differently); an item without ``datetime`` uses ``start_datetime``.
+Any item property can be a sort field (``properties.eo:cloud_cover``). Missing values sort last
+in either direction; numbers come before strings (a property holding both is an odd catalogue,
+but the order stays total); values that are neither (arrays, objects) count as missing.
+Datetimes (``datetime``, ``start_datetime``, ``end_datetime``, ``created``, ``updated``) compare
+as instants (sites may format them differently); an item without ``datetime`` uses
+``start_datetime``.
 """
 
 from __future__ import annotations
@@ -51,13 +55,26 @@ def instant(value: Any) -> float | None:
     return dt.timestamp()
 
 
+TIMES = frozenset({"start_datetime", "end_datetime", "created", "updated"})
+
+
 def _value(item: dict[str, Any], f: str) -> Any:
-    if f == "properties.datetime":
-        props = item.get("properties")
-        props = props if isinstance(props, dict) else {}
+    if not f.startswith("properties."):
+        v = item.get(f)
+        return v if isinstance(v, str) else None
+    props = item.get("properties")
+    props = props if isinstance(props, dict) else {}
+    name = f[len("properties.") :]
+    if name == "datetime":
         v = props.get("datetime")
         return instant(v if v is not None else props.get("start_datetime"))
-    v = item.get(f)
+    v = props.get(name)
+    if name in TIMES:
+        return instant(v)
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
     return v if isinstance(v, str) else None
 
 
@@ -79,11 +96,11 @@ def key_function(sortby: Sequence[SortField]) -> Callable[[dict[str, Any]], Key]
         for s in fields:
             v = _value(item, s.field)
             if v is None:
-                out.append((1, 0))
-            elif s.desc:
-                out.append((0, -v if isinstance(v, float) else _Rev(v)))
+                out.append((2, 0))
+            elif isinstance(v, float):
+                out.append((0, -v if s.desc else v))
             else:
-                out.append((0, v))
+                out.append((1, _Rev(v) if s.desc else v))
         return tuple(out)
 
     return key

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin
 
 from .client import HttpClient, RequestFailed, RequestTimeout, origin
+from .filtering import SiteFiltering, as_text, site_filtering
+from .page_cache import Page, PageCache, Request, estimated_size
 
 try:  # orjson parses large pages several times faster; json is the fallback
     from orjson import loads
@@ -23,7 +24,6 @@ except ImportError:  # pragma: no cover
     from json import loads
 
 SORT_CONFORMANCE = "item-search#sort"
-Request = dict[str, Any]  # {"method": "GET"|"POST", "href": str, "body": dict|None}
 
 
 class SiteFailure(Exception):
@@ -42,14 +42,12 @@ class Capabilities:
     collections_href: str
     sorts: bool
     fetched: float
+    filtering: SiteFiltering = SiteFiltering()
 
-
-@dataclass
-class Page:
-    items: list[dict[str, Any]]
-    next: Request | None
-    matched: int | None
-    keyed: dict[str, Any] = field(default_factory=dict)  # sort keys, per order (merge.py)
+    @property
+    def filters(self) -> bool:
+        """Whether the site evaluates a CQL2 filter sent in its search method."""
+        return self.filtering.handles(self.method)
 
 
 @dataclass
@@ -97,6 +95,7 @@ async def _json_request(
     body: Any = None,
     params: dict[str, str] | None = None,
     allow_404: bool = False,
+    sized: list[int] | None = None,
 ) -> Any:
     """One request to ``site`` answered with JSON, within the site's timeout. The site's
     configured headers (its credentials) go only to the site's own origin: a link or redirect
@@ -121,6 +120,8 @@ async def _json_request(
         return None
     if status >= 400:
         raise SiteFailure(f"http {status}", content[:200].decode("utf-8", "replace"))
+    if sized is not None:
+        sized.append(len(content))
     try:
         return loads(content)
     except (ValueError, UnicodeDecodeError):
@@ -174,6 +175,7 @@ async def capabilities(client: HttpClient, site: Site, ttl: float) -> Capabiliti
             collections_href=coll_href,
             sorts=any(c.endswith(SORT_CONFORMANCE) for c in conforms),
             fetched=time.monotonic(),
+            filtering=site_filtering(conforms),
         )
         return site.caps
 
@@ -187,6 +189,10 @@ def _get_params(body: dict[str, Any]) -> dict[str, str]:
             out[k] = json.dumps(v, separators=(",", ":"))
         elif k == "sortby":
             out[k] = ",".join(("-" if s["direction"] == "desc" else "+") + s["field"] for s in v)
+        elif k == "filter":
+            out[k] = as_text(v)
+        elif k == "filter-lang":
+            out[k] = "cql2-text"
         else:
             out[k] = str(v)
     return out
@@ -213,40 +219,12 @@ def _next_request(doc: dict[str, Any], current: Request, base: str) -> Request |
     return {"method": "GET", "href": href, "body": None}
 
 
-class PageCache:
-    """Recently fetched site pages, so a partly used page is not fetched again for the next page."""
-
-    def __init__(self, ttl: float, size: int):
-        self.ttl, self.size = ttl, size
-        self._data: OrderedDict[str, tuple[float, Page]] = OrderedDict()
-        self.inflight: dict[str, asyncio.Future[Page]] = {}
-
-    @staticmethod
-    def key(site: Site, req: Request) -> str:
-        return json.dumps([site.name, req], sort_keys=True, separators=(",", ":"))
-
-    def get(self, key: str) -> Page | None:
-        hit = self._data.get(key)
-        if hit is None or time.monotonic() - hit[0] > self.ttl:
-            return None
-        self._data.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: str, page: Page) -> None:
-        if self.ttl <= 0 or self.size <= 0:
-            return
-        self._data[key] = (time.monotonic(), page)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-
 async def fetch_page(client: HttpClient, site: Site, req: Request, cache: PageCache) -> Page:
     """One search page of ``site`` for the request ``req`` (a first request or a next link).
 
     Served from the cache when fresh; concurrent fetches of the same page share one request.
     """
-    ck = cache.key(site, req)
+    ck = cache.key(site.name, req)
     hit = cache.get(ck)
     if hit is not None:
         return hit
@@ -271,12 +249,17 @@ async def _fetch_page(
 async def _fetch_page_timed(
     client: HttpClient, site: Site, req: Request, cache: PageCache, ck: str
 ) -> Page:
+    size: list[int] = []
     if req["method"] == "POST":
-        doc = await _json_request(client, site, "POST", req["href"], body=req["body"] or {})
+        doc = await _json_request(
+            client, site, "POST", req["href"], body=req["body"] or {}, sized=size
+        )
     elif req.get("body") is not None:
-        doc = await _json_request(client, site, "GET", req["href"], params=_get_params(req["body"]))
+        doc = await _json_request(
+            client, site, "GET", req["href"], params=_get_params(req["body"]), sized=size
+        )
     else:
-        doc = await _json_request(client, site, "GET", req["href"])
+        doc = await _json_request(client, site, "GET", req["href"], sized=size)
     feats = doc.get("features") if isinstance(doc, dict) else None
     if not isinstance(feats, list) or not all(
         isinstance(f, dict)
@@ -292,6 +275,7 @@ async def _fetch_page_timed(
         items=feats,
         next=_next_request(doc, req, req["href"]) if feats else None,
         matched=matched if isinstance(matched, int) and not isinstance(matched, bool) else None,
+        size=estimated_size(size[0] if size else 0, len(feats)),
     )
     cache.put(ck, page)
     return page
@@ -353,3 +337,15 @@ async def check_health(client: HttpClient, site: Site, ttl: float, caps_ttl: flo
     except SiteFailure as exc:
         site.health = Health(False, time.monotonic(), exc.reason, exc.detail)
     return site.health
+
+
+async def fetch_queryables(client: HttpClient, site: Site) -> dict[str, Any]:
+    """The site's queryable properties (``/queryables``, JSON Schema ``properties``); {} when
+    the site has none (404)."""
+    doc = await _json_request(client, site, "GET", urljoin(site.url, "queryables"), allow_404=True)
+    if doc is None:
+        return {}
+    props = doc.get("properties") if isinstance(doc, dict) else None
+    if not isinstance(props, dict):
+        raise SiteFailure("invalid response", "the queryables are not a JSON Schema object")
+    return {k: v for k, v in props.items() if isinstance(k, str) and isinstance(v, dict)}

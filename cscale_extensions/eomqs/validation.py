@@ -11,14 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import bad_request
+from .filtering import as_text, parse_filter
 
-#: sortable fields: public name -> the field sent to sites
+#: sortable top-level fields: public name -> the field sent to sites; any item property is
+#: sortable too, as ``properties.<name>`` or ``<name>`` (e.g. ``eo:cloud_cover``)
 SORT_FIELDS = {
     "properties.datetime": "properties.datetime",
     "datetime": "properties.datetime",
     "id": "id",
     "collection": "collection",
 }
+#: top-level item members that are not properties and cannot be sorted on
+UNSORTABLE = frozenset({"geometry", "bbox", "links", "assets", "type", "stac_version"})
+_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]{0,127}$")
 GEOMETRY_TYPES = {
     "Point",
     "MultiPoint",
@@ -54,6 +59,7 @@ class SearchParams:
     ids: list[str] | None = None
     sortby: tuple[SortField, ...] = DEFAULT_SORT
     token: str | None = None
+    filter: dict[str, Any] | None = None  # cql2-json
     extra: dict[str, Any] = field(default_factory=dict)
 
     def query_json(self) -> dict[str, Any]:
@@ -64,6 +70,9 @@ class SearchParams:
             if value is not None:
                 out[key] = value
         out["sortby"] = [s.as_json() for s in self.sortby]
+        if self.filter is not None:
+            out["filter"] = self.filter
+            out["filter-lang"] = "cql2-json"
         return out
 
     def query_hash(self) -> str:
@@ -86,6 +95,9 @@ class SearchParams:
             out["ids"] = ",".join(self.ids)
         if self.sortby != DEFAULT_SORT:
             out["sortby"] = ",".join(("-" if s.desc else "+") + s.field for s in self.sortby)
+        if self.filter is not None:
+            out["filter"] = as_text(self.filter)
+            out["filter-lang"] = "cql2-text"
         return out
 
 
@@ -197,10 +209,14 @@ def parse_datetime(value: Any) -> str | None:
     return "/".join(".." if b is None else _rfc3339(b) for b in bounds)
 
 
-def parse_str_list(value: Any, name: str) -> list[str] | None:
+def parse_str_list(value: Any, name: str, one_string: bool = False) -> list[str] | None:
+    """A list of strings, or a comma-separated string (GET); with ``one_string`` a string is
+    one entry (a POST body's ``"collections": "sentinel-2-l2a"``)."""
     if value is None or value == "":
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) and one_string:
+        items = [value.strip()]
+    elif isinstance(value, str):
         items = [v.strip() for v in value.split(",")]
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         items = [v.strip() for v in value]
@@ -234,16 +250,27 @@ def parse_sortby(value: Any) -> tuple[SortField, ...]:
         raise bad_request("InvalidSortby", "sortby must be a string or a list")
     out: list[SortField] = []
     for name, desc in specs:
-        if name not in SORT_FIELDS:
+        f = sort_field(name)
+        if f is None:
             raise bad_request(
                 "InvalidSortby",
-                f"cannot sort by {name!r}; sortable: {', '.join(sorted(SORT_FIELDS))}",
+                f"cannot sort by {name!r}; sortable: id, collection, datetime and any item "
+                "property (properties.<name> or <name>, e.g. eo:cloud_cover)",
             )
-        f = SORT_FIELDS[name]
         if any(s.field == f for s in out):
             raise bad_request("InvalidSortby", f"sortby names {name!r} twice")
         out.append(SortField(f, desc))
     return tuple(out)
+
+
+def sort_field(name: str) -> str | None:
+    """The field sent to sites for a sortby name, or None when it cannot be sorted on."""
+    if name in SORT_FIELDS:
+        return SORT_FIELDS[name]
+    prop = name[len("properties.") :] if name.startswith("properties.") else name
+    if prop in UNSORTABLE or not _PROPERTY.match(prop):
+        return None
+    return f"properties.{prop}"
 
 
 def _positions(coords: Any, depth: int) -> int:
@@ -312,12 +339,20 @@ def parse_intersects(value: Any, max_vertices: int) -> dict[str, Any] | None:
 
 
 def parse_search(
-    raw: dict[str, Any], default_limit: int, max_limit: int, max_vertices: int
+    raw: dict[str, Any], default_limit: int, max_limit: int, max_vertices: int, post: bool = False
 ) -> SearchParams:
-    """Check a search given as GET parameters or a POST body (both as a dict)."""
-    for unsupported in ("filter", "query", "filter-lang"):
-        if raw.get(unsupported) not in (None, ""):
-            raise bad_request("UnsupportedParameter", f"{unsupported} is not supported by EO-MQS")
+    """Check a search given as GET parameters or a POST body (``post``), both as a dict."""
+    if raw.get("query") not in (None, "", {}):
+        raise bad_request(
+            "UnsupportedParameter",
+            "query (the STAC Query Extension) is not supported by EO-MQS; use a CQL2 filter, "
+            "e.g. filter=eo:cloud_cover < 20",
+        )
+    if raw.get("fields") not in (None, "", {}, []):
+        raise bad_request(
+            "UnsupportedParameter",
+            "fields is not supported by EO-MQS: it returns whole items (leave fields out)",
+        )
     token = raw.get("token")
     if token is not None and not isinstance(token, str):
         raise bad_request("InvalidToken", "token must be a string")
@@ -326,10 +361,11 @@ def parse_search(
         bbox=parse_bbox(raw.get("bbox")),
         intersects=parse_intersects(raw.get("intersects"), max_vertices),
         datetime=parse_datetime(raw.get("datetime")),
-        collections=parse_str_list(raw.get("collections"), "collections"),
-        ids=parse_str_list(raw.get("ids"), "ids"),
+        collections=parse_str_list(raw.get("collections"), "collections", one_string=post),
+        ids=parse_str_list(raw.get("ids"), "ids", one_string=post),
         sortby=parse_sortby(raw.get("sortby")),
         token=token or None,
+        filter=parse_filter(raw.get("filter"), raw.get("filter-lang"), raw.get("filter-crs")),
     )
     if params.bbox is not None and params.intersects is not None:
         raise bad_request("InvalidParameter", "bbox and intersects cannot be used together")

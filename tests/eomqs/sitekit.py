@@ -9,6 +9,7 @@ import random
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,9 +116,11 @@ def serve(app) -> Iterator[ThreadServer]:
 class TestSite:
     """A small STAC API site whose data and behaviour tests change at will.
 
-    ``sorts``: honours sortby (and says so in its conformance); ``paging``: "GET" (token in the
-    next href) or "POST" (skip in the next body); ``delay``: seconds added to every answer;
-    ``fault``: None, "500" or "garbage" for every answer; ``count``: report numberMatched.
+    ``sorts``: honours sortby (and says so in its conformance; on any property, missing values
+    last); ``filters``: evaluates a CQL2 ``filter`` (with the cql2 library) and advertises
+    it; ``paging``: "GET" (token in the next href) or "POST" (skip in the next body);
+    ``delay``: seconds added to every answer; ``fault``: None, "500" or "garbage" for every
+    answer; ``count``: report numberMatched.
     """
 
     __test__ = False
@@ -132,18 +135,24 @@ class TestSite:
         fault=None,
         methods=("GET", "POST"),
         count=True,
+        filters=False,
     ):
         self.items = list(items)
         self.collections = list(collections)
         self.sorts, self.paging, self.delay, self.fault = sorts, paging, delay, fault
         self.methods = methods
         self.count = count  # report numberMatched (costs a full scan)
+        self.filters = filters
+        self.queryables: dict[str, Any] | None = None  # served at /queryables (else 404)
         self.requests = 0
+        self.served = 0  # items returned by searches, in all
+        self.bodies: deque[dict[str, Any]] = deque(maxlen=200)  # recent search queries
         self._order_cache: dict[str, Any] = {}
         self.app = Starlette(
             routes=[
                 Route("/", self.landing),
                 Route("/conformance", self.conformance),
+                Route("/queryables", self.get_queryables),
                 Route("/collections", self.list_collections),
                 Route("/collections/{cid}/items/{iid}", self.item),
                 Route("/search", self.search, methods=["GET", "POST"]),
@@ -174,7 +183,14 @@ class TestSite:
             "https://api.stacspec.org/v1.0.0/core",
             "https://api.stacspec.org/v1.0.0/item-search",
         ]
-        return out + (["https://api.stacspec.org/v1.0.0/item-search#sort"] if self.sorts else [])
+        out += ["https://api.stacspec.org/v1.0.0/item-search#sort"] if self.sorts else []
+        if self.filters:
+            out += [
+                "https://api.stacspec.org/v1.0.0/item-search#filter",
+                "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+                "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+            ]
+        return out
 
     async def landing(self, request: Request) -> Response:
         if (bad := await self._gate()) is not None:
@@ -198,6 +214,14 @@ class TestSite:
 
     async def conformance(self, request: Request) -> Response:
         return (await self._gate()) or JSONResponse({"conformsTo": self._conforms()})
+
+    async def get_queryables(self, request: Request) -> Response:
+        if (bad := await self._gate()) is not None:
+            return bad
+        if self.queryables is None:
+            return JSONResponse({"code": "NotFound"}, status_code=404)
+        doc = {"$id": f"{request.base_url}queryables", "type": "object"}
+        return JSONResponse({**doc, "properties": self.queryables})
 
     async def list_collections(self, request: Request) -> Response:
         if (bad := await self._gate()) is not None:
@@ -225,16 +249,22 @@ class TestSite:
             if self.sorts:
                 for s in reversed(sortby or []):
                     f = s["field"]
+                    desc = s["direction"] == "desc"
                     if f.endswith("datetime"):
 
                         def get(i):
                             return i["properties"]["datetime"]
+                    elif f.startswith("properties."):
+
+                        def get(i, name=f[11:], desc=desc):  # after "properties."
+                            v = i["properties"].get(name)
+                            return (v is None) != desc, v if v is not None else 0
                     else:
 
                         def get(i, f=f):
                             return i[f]
 
-                    out.sort(key=get, reverse=s["direction"] == "desc")
+                    out.sort(key=get, reverse=desc)
             self._order_cache = {"key": key, "items": out}
         return self._order_cache["items"]
 
@@ -247,18 +277,34 @@ class TestSite:
         box = q.get("bbox")
         if box:
             box = box[:4] if len(box) == 4 else [box[0], box[1], box[3], box[4]]
-        a = b = None
+        lo = hi = None
         if q.get("datetime"):
             a, sep, b = q["datetime"].partition("/")
             b = b if sep else a
+            lo = None if a in ("", "..") else _instant(a)
+            hi = None if b in ("", "..") else _instant(b)
         out: list[dict[str, Any]] = []
+        match = None
+        if self.filters and q.get("filter"):
+            import cql2
+
+            expr = cql2.Expr(q["filter"])
+
+            def match(i):
+                try:
+                    return expr.matches(i) is True
+                except Exception:  # noqa: BLE001
+                    return False
+
         for i in self._ordered(q.get("sortby") or []):
+            if match is not None and not match(i):
+                continue
             if colls and i["collection"] not in colls or ids and i["id"] not in ids:
                 continue
             if box and not (box[0] <= i["bbox"][0] <= box[2] and box[1] <= i["bbox"][1] <= box[3]):
                 continue
-            dt = i["properties"]["datetime"]
-            if a not in (None, "", "..") and dt < a or b not in (None, "", "..") and dt > b:
+            dt = _instant(i["properties"]["datetime"])
+            if lo is not None and dt < lo or hi is not None and dt > hi:
                 continue
             if stop is not None and len(out) == stop:
                 return out, True
@@ -284,9 +330,13 @@ class TestSite:
                     for s in q["sortby"].split(",")
                 ]
             q["skip"] = int(q.get("page", 0))
+            if q.get("filter-lang") == "cql2-json" and "filter" in q:
+                q["filter"] = json.loads(q["filter"])
+        self.bodies.append(q)
         limit, skip = int(q.get("limit", 10)), int(q.get("skip", 0))
         hits, more = self._select(q, stop=skip + limit)
         page = hits[skip : skip + limit]
+        self.served += len(page)
         links = []
         if more:
             base = f"{request.base_url}search"
@@ -320,6 +370,12 @@ class TestSite:
         return JSONResponse(doc)
 
 
+def _instant(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _as_get(q: dict[str, Any]) -> dict[str, str]:
     out = {}
     for k, v in q.items():
@@ -327,6 +383,8 @@ def _as_get(q: dict[str, Any]) -> dict[str, str]:
             out[k] = ",".join(str(x) for x in v)
         elif k == "sortby":
             out[k] = ",".join(("-" if s["direction"] == "desc" else "+") + s["field"] for s in v)
+        elif k == "filter" and isinstance(v, dict):
+            out[k] = json.dumps(v)
         elif k not in ("skip", "intersects"):
             out[k] = str(v)
     return out

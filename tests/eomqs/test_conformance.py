@@ -54,7 +54,10 @@ def test_stac_api_validator(rustac_federation, monkeypatch):
     with eomqs_server(entries) as srv:
         warnings, errors = validations.validate_api(
             root_url=srv.url,
-            ccs_to_validate=["core", "features", "item-search", "collections"],
+            ccs_to_validate=[
+                *("core", "features", "item-search", "collections"),
+                *("item-search#sort", "item-search#filter", "filter"),
+            ],
             collection="sentinel-2",
             geometry=json.dumps(
                 {

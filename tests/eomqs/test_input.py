@@ -34,7 +34,12 @@ BAD_GET = [
     ({"limit": "1.5"}, "InvalidParameter"),
     ({"datetime": "2021-01-01T00:00:00+0100"}, "InvalidDatetime"),
     ({"limit": "ten"}, "InvalidParameter"),
-    ({"sortby": "-properties.eo:cloud_cover"}, "InvalidSortby"),
+    ({"sortby": "-geometry"}, "InvalidSortby"),
+    ({"sortby": "properties.a b"}, "InvalidSortby"),
+    ({"filter": "eo:cloud_cover <<< 3"}, "InvalidFilter"),
+    ({"filter": "id = 'a'", "filter-lang": "cql3"}, "InvalidFilter"),
+    ({"query": '{"eo:cloud_cover": {"lt": 10}}'}, "UnsupportedParameter"),
+    ({"fields": "id"}, "UnsupportedParameter"),
     ({"token": "garbage"}, "InvalidToken"),
     ({"intersects": '{"type": "Polygon"}'}, "InvalidIntersects"),
     ({"intersects": "not json"}, "InvalidIntersects"),
@@ -119,8 +124,14 @@ def test_bad_post_bodies_are_400(federation):
         ({"intersects": {"type": "Polygon", "coordinates": [[[0, "x"]]]}}, "InvalidIntersects"),
         ({"limit": -1}, "InvalidLimit"),
         ({"sortby": [{"field": "id", "direction": "sideways"}]}, "InvalidSortby"),
-        ({"collections": "c1"}, "InvalidParameter"),
-        ({"filter": {"op": "="}}, "UnsupportedParameter"),
+        ({"collections": ["c1", ""]}, "InvalidParameter"),
+        ({"filter": {"op": "<", "args": [1]}}, "InvalidFilter"),
+        ({"filter": "id = 'a'", "filter-lang": "cql2-json"}, "InvalidFilter"),
+        (
+            {"filter": {"op": "=", "args": [{"property": "id"}, "a"]}, "filter-crs": "EPSG:3857"},
+            "InvalidFilter",
+        ),
+        ({"fields": {"include": ["id"]}}, "UnsupportedParameter"),
     ]
     with eomqs_server(federation) as srv:
         for body, code in cases:
