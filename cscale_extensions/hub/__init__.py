@@ -19,6 +19,7 @@ from typing import Any
 from ..supervisor import stack_processes, stop_processes
 from .auth import CScaleAuthenticator
 from .origins import GATEWAY_SERVICE, configure_origins, service_url
+from .pages import configure_pages
 
 log = logging.getLogger("cscale.hub")
 SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
@@ -63,6 +64,7 @@ def configure(c, cfg: dict[str, Any]) -> None:
     database_outage_is_503()
     configure_origins(c, cfg, public_url(cfg))
     configure_auth(c, cfg)
+    configure_pages(c, cfg)
     configure_hub_limits(c, cfg)
     if cfg["platform"]["deployment"] == "local":
         configure_local_hub(c, cfg)
@@ -152,6 +154,9 @@ def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
             "DASK_GATEWAY__ADDRESS": gateway,
             "DASK_GATEWAY__PUBLIC_ADDRESS": gateway,
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+            # the Dask panel's "+ New" starts a gateway cluster, not a LocalCluster
+            "DASK_LABEXTENSION__FACTORY__MODULE": "dask_gateway",
+            "DASK_LABEXTENSION__FACTORY__CLASS": "GatewayCluster",
         })
         if cfg["platform"]["deployment"] == "local":
             env["DASK_GATEWAY__PROXY_ADDRESS"] = f"gateway://127.0.0.1:{dg['scheduler_port']}"

@@ -126,3 +126,16 @@ def test_chart_hub_config_serves_each_user_on_a_host_of_their_own(hub_config):
         "https://dask-gateway--service.hub.c-scale.eu/services/dask-gateway")
     # inside the cluster straight to the gateway's traefik: z2jh's proxy routes by host
     assert env["DASK_GATEWAY__ADDRESS"] == "http://traefik-dask-gateway/services/dask-gateway"
+
+
+def test_chart_hub_config_serves_the_branded_pages(hub_config):
+    """The chart's hub renders our templates (from the installed package) before JupyterHub's,
+    with the branding settings: the production hub is not JupyterHub's bare sign-in button."""
+    from cscale_extensions.hub.pages import TEMPLATES
+
+    c = hub_config
+    assert c.JupyterHub.template_paths[0] == str(TEMPLATES)
+    assert {"page.html", "login.html", "error.html"} <= {p.name for p in TEMPLATES.iterdir()}
+    branding = c.JupyterHub.template_vars["branding"]
+    assert branding["service_name"] and "Dask" in branding["description"]
+    assert branding["identity_provider"] == c.CScaleAuthenticator.login_service == "EGI Check-in"

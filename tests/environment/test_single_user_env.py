@@ -1,0 +1,85 @@
+"""The researcher's locked environment (issue #21, docs/environment.md), checked without a stack.
+
+User servers run from the same locked ``.venv`` (and the singleuser image installs the same
+lock), so what a fresh subprocess of that interpreter imports and lists is what a user's
+kernel and JupyterLab get. Each test fails on the environment before #21, which had none of
+these packages and no JupyterLab extension beyond pygments.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+#: the EO stack a new user expects from a Pangeo-like notebook image
+KERNEL_IMPORTS = ["netCDF4", "h5netcdf", "s3fs", "cartopy", "hvplot", "holoviews", "stackstac",
+                  "ipywidgets", "folium", "nbgitpuller", "rasterio", "xarray", "dask_gateway"]
+
+
+def _clean_env(tmp_path: Path) -> dict[str, str]:
+    """An environment like a fresh user's: empty home, no Jupyter config of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHON"))}
+    env.update(HOME=str(tmp_path), NO_COLOR="1", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
+    return env
+
+
+def _run(args: list[str], tmp_path: Path) -> str:
+    p = subprocess.run(args, capture_output=True, text=True, timeout=180, env=_clean_env(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return re.sub(r"\x1b\[[0-9;]*m", "", p.stdout + p.stderr)
+
+
+def test_a_user_kernel_imports_the_eo_stack(tmp_path):
+    """netCDF products (Sentinel-3, CMEMS, ERA5), object storage, maps and plots load in a
+    kernel-like subprocess, and NetCDF goes through the same HDF5 stack as h5netcdf."""
+    code = ("import " + ", ".join(KERNEL_IMPORTS) + "\n"
+            "import numpy as np, xarray as xr\n"
+            "ds = xr.Dataset({'t': ('x', np.arange(3.0))})\n"
+            f"ds.to_netcdf({str(tmp_path / 'a.nc')!r}, engine='netcdf4')\n"
+            f"assert xr.open_dataset({str(tmp_path / 'a.nc')!r}, engine='h5netcdf')['t'].sum() == 3\n"
+            "print('ok')\n")
+    assert _run([sys.executable, "-c", code], tmp_path).strip().endswith("ok")
+
+
+@pytest.mark.parametrize("name", ["dask-labextension", "@jupyter-server/resource-usage",
+                                  "@jupyterlab/git", "@jupyter-widgets/jupyterlab-manager"])
+def test_jupyterlab_has_the_extension_enabled(name, tmp_path):
+    """The prebuilt lab extension is installed in the venv and enabled (no lab build needed)."""
+    out = _run([str(VENV_BIN / "jupyter"), "labextension", "list"], tmp_path)
+    lines = [ln for ln in out.splitlines() if ln.split() and ln.split()[0] == name]
+    assert lines, out
+    assert "enabled" in lines[0] and "OK" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", ["dask_labextension", "jupyter_resource_usage", "jupyterlab_git",
+                                  "nbgitpuller"])
+def test_the_user_server_loads_the_server_extension(name, tmp_path):
+    """Its server part (dashboard proxy, metrics, git API, gitpuller links) is enabled and
+    validates in the interpreter the user servers run."""
+    out = _run([str(VENV_BIN / "jupyter"), "server", "extension", "list"], tmp_path)
+    lines = [ln.strip() for ln in out.splitlines()]
+    assert any(ln.startswith(name) and "enabled" in ln for ln in lines), out
+    assert any(ln.startswith(name) and ln.endswith("OK") for ln in lines), out
+
+
+def test_dask_panel_new_cluster_is_a_gateway_cluster(tmp_path):
+    """The user servers' environment makes the Dask panel's "+ New" build a GatewayCluster
+    (dask-labextension's default would be a LocalCluster inside the user's server)."""
+    from cscale_extensions import settings
+    from cscale_extensions.hub import user_environment
+
+    cfg = settings.load(overrides={"auth": {"issuer": "http://127.0.0.1:1/"}})
+    env = {k: v for k, v in user_environment(cfg).items() if k.startswith("DASK_LABEXTENSION")}
+    code = ("import dask, dask_labextension\n"
+            "f = dask.config.get('labextension.factory')\n"
+            "print(f['module'], f['class'])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**_clean_env(tmp_path), **env})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["dask_gateway", "GatewayCluster"]
