@@ -77,6 +77,19 @@ def sec(tmp_path_factory) -> Iterator[SecStack]:
             assert not stack.ownership_changes, f"root handed out paths: {stack.ownership_changes}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """test_restarts.py kills and restarts parts of the shared ``sec`` stack and stops it at
+    the end: run it after every other test of tests/security, whatever their file names."""
+    here = Path(__file__).parent
+    mine = [i for i in items if Path(str(i.path)).parent == here]
+    if not mine:
+        return
+    last = [i for i in mine if Path(str(i.path)).name == "test_restarts.py"]
+    rest = [i for i in items if i not in last]
+    end = max(k for k, i in enumerate(rest) if Path(str(i.path)).parent == here)
+    items[:] = rest[: end + 1] + last + rest[end + 1 :]
+
+
 # --------------------------------------------------------------------------- the report
 
 
