@@ -15,7 +15,7 @@ listed exactly. Any VO manager can create a subgroup and give themselves or othe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -45,6 +45,18 @@ def parse(urn: str, namespace: str = "urn:mace:egi.eu:group") -> Entitlement | N
     return Entitlement(vo=groups[0], groups=groups, role=role, authority=authority or None)
 
 
+def _valid(
+    urns: Iterable[str] | str | None, namespace: str, authority: str | None
+) -> Iterator[Entitlement]:
+    """The group entitlements among ``urns`` that come from ``authority`` (any when None)."""
+    if isinstance(urns, str):
+        urns = [urns]
+    for urn in urns or ():
+        ent = parse(urn, namespace)
+        if ent is not None and (authority is None or ent.authority == authority):
+            yield ent
+
+
 def memberships(
     urns: Iterable[str] | str | None,
     *,
@@ -52,13 +64,8 @@ def memberships(
     authority: str | None = "aai.egi.eu",
 ) -> dict[str, set[str]]:
     """Map each VO named in ``urns`` to the roles held in it (only from the right authority)."""
-    if isinstance(urns, str):
-        urns = [urns]
     out: dict[str, set[str]] = {}
-    for urn in urns or ():
-        ent = parse(urn, namespace)
-        if ent is None or (authority is not None and ent.authority != authority):
-            continue
+    for ent in _valid(urns, namespace, authority):
         out.setdefault(ent.vo, set()).add(ent.role)
     return out
 
@@ -73,16 +80,11 @@ def subgroups(
 ) -> set[str]:
     """Names of the subgroups (``<vo>:<subgroup>``, any depth: the last component) of the given
     VOs that start with one of ``prefixes``, from entitlements of the right authority."""
-    if isinstance(urns, str):
-        urns = [urns]
     vos, prefixes = set(vos), tuple(p for p in prefixes if p)
     out: set[str] = set()
     if not prefixes:
         return out
-    for urn in urns or ():
-        ent = parse(urn, namespace)
-        if ent is None or (authority is not None and ent.authority != authority):
-            continue
+    for ent in _valid(urns, namespace, authority):
         if ent.vo in vos and len(ent.groups) > 1 and ent.groups[-1].startswith(prefixes):
             out.add(ent.groups[-1])
     return out
@@ -101,13 +103,8 @@ def vo_roles(
 ) -> dict[str, set[str]]:
     """Map each VO to the roles held on the VO itself (entitlements naming a subgroup are left
     out), only from the right authority."""
-    if isinstance(urns, str):
-        urns = [urns]
     out: dict[str, set[str]] = {}
-    for urn in urns or ():
-        ent = parse(urn, namespace)
-        if ent is None or (authority is not None and ent.authority != authority):
-            continue
+    for ent in _valid(urns, namespace, authority):
         if len(ent.groups) == 1:
             out.setdefault(ent.vo, set()).add(ent.role)
     return out
