@@ -9,7 +9,7 @@ Prints, all measured in this run:
 - time to page through 10,000 items spread over the sites, and its ratio to the sum of the
   sites' own paging times (each site paged alone with the same page size).
 
-The sites run in one subprocess, EO-MQS in another (``python -m cscale_extensions.eomqs``), the
+The sites run in one subprocess, EO-MQS in another (``python -m cscale_extensions.services.eomqs``), the
 clients here. Everything listens on 127.0.0.1 only; every loop is bounded.
 
     .venv/bin/python bench/federated_search.py [--rounds 40] [--items 10000] [--page 500]
@@ -130,7 +130,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "cscale_extensions.eomqs",
+            "cscale_extensions.services.eomqs",
             "--config",
             str(tmp / "config.yaml"),
             "--port",

@@ -1,6 +1,6 @@
 """Benchmark of the runs service: a sweep of 20 runs of a small notebook.
 
-Starts a throw-away JupyterHub with the runs service (cscale_extensions.runs.testhub), warms
+Starts a throw-away JupyterHub with the runs service (cscale_testing.testhub), warms
 the user's runs server with one run, then measures, in the same process and run:
 
 - single: wall time of one run through the service (submit -> succeeded), server warm;
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cscale_extensions.runs.testhub import MiniHub, Runs, notebook
+from cscale_testing.testhub import MiniHub, Runs, notebook
 
 CELLS = (
     "import math\ntotal = sum(math.sqrt(i) for i in range(n))",

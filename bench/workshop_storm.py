@@ -43,16 +43,11 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import requests
+from cscale_testing import LocalStack, LoginRefused, oidc_login, xsrf_headers
 
-from cscale_extensions.launcher import REPO_ROOT as REPO
+from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.localstack.launcher import REPO_ROOT as REPO
 from cscale_extensions.net import free_port
-from cscale_extensions.testing import (
-    LocalStack,
-    LoginRefused,
-    oidc_login,
-    run_in_kernel,
-    xsrf_headers,
-)
 from cscale_extensions.workshop.hubapi import HubAPI
 from cscale_extensions.workshop.prewarm import prewarm
 

@@ -5,7 +5,7 @@ cscale_extensions.gateway.configure(): JupyterHub authentication, options and li
 idle timeout, and the backend (local processes, or Kubernetes in the chart).
 """
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
 from cscale_extensions.gateway import configure
 
 c = get_config()  # noqa: F821 (provided by dask-gateway-server)

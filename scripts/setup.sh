@@ -52,11 +52,13 @@ mkdir -p "$STAMPS"
 if ! .venv/bin/python -c 'import uv' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "uv==0.13.8"
 fi
-lock_sum=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+lock_sum=$(cat requirements.lock pyproject.toml testing/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$STAMPS/py-$lock_sum" ]; then
   say "installing Python packages from requirements.lock"
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -r requirements.lock
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+  # the test harness (cscale_testing): its own distribution, never in the wheel or the images
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e testing
   rm -f "$STAMPS"/py-*; touch "$STAMPS/py-$lock_sum"
 fi
 # editable installs skip data-files: put the single-user server settings in place

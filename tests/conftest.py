@@ -7,11 +7,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import cscale_testing as testing
 import pytest
 import yaml
-
-from cscale_extensions import testing
-from cscale_extensions.testing import LocalStack
+from cscale_testing import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -51,7 +50,7 @@ def platform(notebook_source):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session when any LocalStack saw ``/``, ``/etc`` or the private data dirs
-    change owner or mode (cscale_extensions.ownership), whichever fixture started it."""
+    change owner or mode (cscale_extensions.localstack.ownership), whichever fixture started it."""
     if testing.OWNERSHIP_CHANGES:
         print("\nownership of guarded paths changed while a stack ran:\n  "
               + "\n  ".join(testing.OWNERSHIP_CHANGES))
@@ -70,7 +69,7 @@ def offline_kubeconfig(tmp_path_factory):
     """A kubeconfig naming a Kubernetes API server that does not exist: KubeSpawner loads one
     when it is created, and building pod manifests never contacts it (the stand-in for the one
     part that cannot run here)."""
-    import kubernetes_asyncio.config.kube_config as kube_config
+    from kubernetes_asyncio.config import kube_config
 
     path = tmp_path_factory.mktemp("kube") / "config"
     path.write_text(

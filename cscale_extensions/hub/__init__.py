@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..supervisor import stack_processes, stop_processes
-from .auth import CScaleAuthenticator
-from .origins import GATEWAY_SERVICE, configure_origins, service_url
-from .pages import configure_pages
+from cscale_extensions.hub.auth import CScaleAuthenticator
+from cscale_extensions.hub.environment import public_url, user_environment
+from cscale_extensions.hub.origins import configure_origins
+from cscale_extensions.hub.pages import configure_pages
+from cscale_extensions.processes import stack_processes, stop_processes
+from cscale_extensions.services import runs
+from cscale_extensions.services.eomqs.service import service_spec as eomqs_service_spec
 
 log = logging.getLogger("cscale.hub")
 SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
@@ -29,29 +32,6 @@ SERVICE_ENV = "CSCALE_MANAGED_SERVICE"
 ADMIN_TOKEN_ENV = "CSCALE_ADMIN_API_TOKEN"
 
 
-#: hub.ip values served under a name (the embedded identity provider keeps 127.0.0.1)
-LOOPBACK_IPS = ("127.0.0.1", "::1", "localhost")
-#: the local hub's host name: users get ``<user>.hub.localhost`` (loopback, like all of
-#: ``*.localhost``); a dotted name, so the cookie JupyterHub sets for the hub's domain is
-#: handled as everywhere else (Python's cookiejar never returns a ``Domain=localhost`` cookie)
-LOCAL_HUB_HOST = "hub.localhost"
-
-
-def public_url(cfg: dict[str, Any]) -> str:
-    """The URL users open, always ending with "/".
-
-    Without ``platform.public_url`` a loopback hub is ``http://hub.localhost:<port>/``: a host
-    name, so users can have hosts of their own (see :mod:`.origins`), and not the
-    ``127.0.0.1`` of the embedded identity provider, whose cookies must reach no user server.
-    """
-    url = cfg["platform"]["public_url"]
-    if not url:
-        h = cfg["hub"]
-        host = LOCAL_HUB_HOST if h["ip"] in LOOPBACK_IPS else h["ip"]
-        url = f"http://{host}:{h['port']}{h['base_url']}"
-    return url if url.endswith("/") else url + "/"
-
-
 def repo_root(cfg: dict[str, Any]) -> Path:
     root = cfg["runtime"]["repo_root"]
     return Path(root) if root else Path(__file__).resolve().parents[2]
@@ -59,7 +39,7 @@ def repo_root(cfg: dict[str, Any]) -> Path:
 
 def configure(c, cfg: dict[str, Any]) -> None:
     """Apply the platform configuration ``cfg`` to the JupyterHub config object ``c``."""
-    from .dbdown import install as database_outage_is_503
+    from cscale_extensions.hub.dbdown import install as database_outage_is_503
 
     database_outage_is_503()
     configure_origins(c, cfg, public_url(cfg))
@@ -71,7 +51,7 @@ def configure(c, cfg: dict[str, Any]) -> None:
     configure_spawner(c, cfg)
     configure_services(c, cfg)
     if "workshop" in cfg:
-        from ..workshop.hub import configure_workshops
+        from cscale_extensions.workshop.hub import configure_workshops
 
         configure_workshops(c, cfg)
 
@@ -135,37 +115,8 @@ def configure_hub_limits(c, cfg: dict[str, Any]) -> None:
     c.JupyterHub.last_activity_interval = min(300, cfg["culler"]["activity_interval"])
 
 
-def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
-    """Environment of every user server: where the platform's services are."""
-    url = public_url(cfg)
-    env = {
-        "CSCALE_HUB_URL": url,
-        "CSCALE_STAC_URL": url + "services/eo-mqs/",
-        "CSCALE_RUNS_URL": url + "services/runs/",
-        "JUPYTERHUB_ACTIVITY_INTERVAL": str(cfg["culler"]["activity_interval"]),
-        "CSCALE_BUSY_CHECK_SECONDS": str(max(1, min(15, cfg["culler"]["activity_interval"]))),
-        # cloud-optimised GeoTIFFs over HTTP: no directory listings
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    }
-    dg = cfg["dask_gateway"]
-    if dg["enabled"]:
-        gateway = service_url(cfg, url, GATEWAY_SERVICE)  # a host of its own (see .origins)
-        env.update({
-            "DASK_GATEWAY__ADDRESS": gateway,
-            "DASK_GATEWAY__PUBLIC_ADDRESS": gateway,
-            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-            # the Dask panel's "+ New" starts a gateway cluster, not a LocalCluster
-            "DASK_LABEXTENSION__FACTORY__MODULE": "dask_gateway",
-            "DASK_LABEXTENSION__FACTORY__CLASS": "GatewayCluster",
-        })
-        if cfg["platform"]["deployment"] == "local":
-            env["DASK_GATEWAY__PROXY_ADDRESS"] = f"gateway://127.0.0.1:{dg['scheduler_port']}"
-    env.update(cfg["spawner"]["environment"])
-    return env
-
-
 def _auth_state_hook(spawner, auth_state) -> None:
-    """Hand the user's current access token to their server (a snapshot; see cscale_extensions.token)."""
+    """Hand the user's current access token to their server (a snapshot; see cscale_extensions.singleuser.token)."""
     token = (auth_state or {}).get("access_token")
     spawner.oidc_access_token = token or ""
 
@@ -184,12 +135,12 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
     if s["cpu_limit"]:
         c.Spawner.cpu_limit = s["cpu_limit"]
     if backend == "kubernetes":
-        from ..kube.spawner import configure_kubespawner
+        from cscale_extensions.hub.kubespawner import configure_kubespawner
 
         configure_kubespawner(c, cfg)
         return
 
-    from .spawner import SameUserSpawner, SystemUserSpawner
+    from cscale_extensions.hub.spawner import SameUserSpawner, SystemUserSpawner
 
     data = Path(cfg["platform"]["data_dir"])
     python = Path(s["python"] or sys.executable)
@@ -248,7 +199,7 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
                         "environment": {**passthrough, "DASK_GATEWAY_ENCRYPT_KEYS":
                                 os.environ.get("DASK_GATEWAY_ENCRYPT_KEYS", "")},
                 "display": False,
-                # dashboards sign users in through the hub (cscale_extensions.dashboards)
+                # dashboards sign users in through the hub (cscale_extensions.gateway.dashboards)
                 "oauth_no_confirm": True,
             })
 
@@ -270,7 +221,7 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
         services.append({**extra["service"], "environment": {**passthrough, **extra["service"].get("environment", {})}})
         roles.extend(extra.get("roles", []))
     # users reach every enabled platform service, however it is deployed (local or chart)
-    for name, (_module, section, _) in OPTIONAL_SERVICES.items():
+    for name, section in PLATFORM_SERVICES.items():
         if cfg.get(section, {}).get("enabled", True) and (
             name in _service_ports(cfg) or cfg["platform"]["deployment"] != "local"
         ):
@@ -289,8 +240,8 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
     # Users and their servers get the current OIDC access token from the hub's access-token
     # endpoint (hub/tokenapi.py), never the auth state: that holds the refresh and ID tokens,
     # and a server's token is in the hands of everything the user runs.
-    from .tokenapi import SCOPE as ACCESS_TOKEN_SCOPE
-    from .tokenapi import configure as add_access_token_api
+    from cscale_extensions.hub.tokenapi import SCOPE as ACCESS_TOKEN_SCOPE
+    from cscale_extensions.hub.tokenapi import configure as add_access_token_api
 
     add_access_token_api(c)
     roles.append({"name": "user", "scopes": ["self", f"{ACCESS_TOKEN_SCOPE}!user", *access]})
@@ -317,36 +268,19 @@ def _already(section, key: str) -> list[dict[str, Any]]:
     return list(value) if isinstance(value, list) else []
 
 
-#: optional platform services: name -> (module, settings section, functions it must provide)
-OPTIONAL_SERVICES = {
-    "eo-mqs": ("eomqs", "eomqs", ("service_spec",)),
-    "runs": ("runs", "runs", ("service_spec", "role_spec")),
-}
-
-
-def service_module(module: str, required: tuple[str, ...] | None = None):
-    """The module of an optional service if it is installed and complete, else None."""
-    import importlib
-
-    if required is None:
-        required = next(r for m, _, r in OPTIONAL_SERVICES.values() if m == module)
-    try:
-        mod = importlib.import_module(f"cscale_extensions.{module}")
-    except ImportError as exc:
-        log.warning("service module %s is not available: %s", module, exc)
-        return None
-    return mod if all(hasattr(mod, f) for f in required) else None
+#: platform services registered with the hub: service name -> its settings section
+PLATFORM_SERVICES = {"eo-mqs": "eomqs", "runs": "runs"}
 
 
 def _optional_services(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Services provided by other modules of the platform, when enabled and present."""
+    """The platform services the hub starts itself (local deployment), when enabled."""
     out: dict[str, dict[str, Any]] = {}
     ports = _service_ports(cfg)
     if cfg["platform"]["deployment"] != "local":
         return out
-    if "eo-mqs" in ports and (mod := service_module("eomqs")):
-        out["eo-mqs"] = {"service": mod.service_spec(cfg, ports["eo-mqs"])}
-    if "runs" in ports and (mod := service_module("runs")):
+    if "eo-mqs" in ports:
+        out["eo-mqs"] = {"service": eomqs_service_spec(cfg, ports["eo-mqs"])}
+    if "runs" in ports:
         state = Path(cfg["platform"]["data_dir"]) / "runs"
-        out["runs"] = {"service": mod.service_spec(cfg, ports["runs"], state), "roles": [mod.role_spec()]}
+        out["runs"] = {"service": runs.service_spec(cfg, ports["runs"], state), "roles": [runs.role_spec()]}
     return out

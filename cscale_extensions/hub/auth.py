@@ -34,8 +34,8 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
 
-from .. import entitlements
-from .idtoken import IdTokenError, allowed_algorithms, verify_id_token
+from cscale_extensions.config import entitlements
+from cscale_extensions.hub.idtoken import IdTokenError, allowed_algorithms, verify_id_token
 
 _POSIX_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 

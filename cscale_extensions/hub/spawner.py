@@ -44,7 +44,8 @@ from tornado import web
 from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import notebook_sync, userlimits
+from cscale_extensions import userlimits
+from cscale_extensions.hub import notebook_sync
 
 ACCOUNT_MARKER = "cscale-hub user"
 
@@ -102,7 +103,7 @@ class NotebooksMixin(LoggingConfigurable):
         """Sync in a subprocess running as ``entry``'s account; log its JSON report."""
         if not self.notebooks_source:
             return
-        cmd = [sys.executable, "-I", "-m", "cscale_extensions.notebook_sync",
+        cmd = [sys.executable, "-I", "-m", "cscale_extensions.hub.notebook_sync",
                self.notebooks_source, str(Path(home, self.notebooks_target))]
         env = {"HOME": home, "USER": entry.pw_name, "LOGNAME": entry.pw_name,
                "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -162,7 +163,7 @@ class NotebooksMixin(LoggingConfigurable):
         env["CSCALE_USER_VOS"] = ",".join(sorted(g.name for g in self.user.groups))
         token = getattr(self, "oidc_access_token", "")
         if token:
-            env["OIDC_ACCESS_TOKEN"] = token  # a snapshot; cscale_extensions.token has the current one
+            env["OIDC_ACCESS_TOKEN"] = token  # a snapshot; cscale_extensions.singleuser.token has the current one
         return env
 
 

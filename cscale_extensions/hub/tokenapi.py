@@ -1,7 +1,7 @@
 """``GET /hub/api/cscale/users/<name>/access-token``: a user's current OIDC access token, only.
 
 Why: code in a user server needs the user's access token to reach data sites
-(:func:`cscale_extensions.token.access_token`). JupyterHub's only way to hand it out was the
+(:func:`cscale_extensions.singleuser.token.access_token`). JupyterHub's only way to hand it out was the
 user model with ``admin:auth_state``, which is the *whole* auth state: the refresh token (a
 long-lived credential that mints new access tokens) and the ID token included. A server's
 token is held by everything the user runs, so it should carry no more than the short-lived

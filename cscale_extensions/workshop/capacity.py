@@ -20,10 +20,10 @@ from urllib.parse import quote, urljoin
 
 import requests
 
-from ..testing import run_in_kernel
-from .hubapi import HubAPI
-from .model import Workshop, WorkshopError, save
-from .prewarm import prewarm
+from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.workshop.hubapi import HubAPI
+from cscale_extensions.workshop.model import Workshop, WorkshopError, save
+from cscale_extensions.workshop.prewarm import prewarm
 
 CELL = "import numpy as np\nx = np.random.rand(500, 500)\nprint(float((x @ x).sum()) > 0)"
 TICK = os.sysconf("SC_CLK_TCK")

@@ -7,10 +7,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..oidc import accounts
-from . import materials, sheet
-from .hubapi import HubAPI
-from .model import Workshop, WorkshopError, check_name, now, parse_time, save
+from cscale_extensions.localstack.oidc import accounts
+from cscale_extensions.workshop import materials, sheet
+from cscale_extensions.workshop.hubapi import HubAPI
+from cscale_extensions.workshop.model import (
+    Workshop,
+    WorkshopError,
+    check_name,
+    now,
+    parse_time,
+    save,
+)
 
 
 def account_names(name: str, n: int, digits: int) -> list[str]:

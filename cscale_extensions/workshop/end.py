@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..oidc import accounts
-from .export import export_as_owner
-from .hubapi import HubAPI
-from .model import Workshop, now, save
+from cscale_extensions.localstack.oidc import accounts
+from cscale_extensions.workshop.export import export_as_owner
+from cscale_extensions.workshop.hubapi import HubAPI
+from cscale_extensions.workshop.model import Workshop, now, save
 
 
 def export_home(home: Path, archive: Path, exclude: list[str]) -> int:

@@ -22,8 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .materials import unpack_for_user
-from .model import WorkshopError
+from cscale_extensions.workshop.materials import unpack_for_user
+from cscale_extensions.workshop.model import WorkshopError
 
 PREFIX = "workshop-materials:"
 

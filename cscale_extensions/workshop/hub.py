@@ -35,8 +35,15 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from . import materials
-from .model import Workshop, WorkshopError, check_name, find_user, load, workshops_dir
+from cscale_extensions.workshop import materials
+from cscale_extensions.workshop.model import (
+    Workshop,
+    WorkshopError,
+    check_name,
+    find_user,
+    load,
+    workshops_dir,
+)
 
 #: name of the init container that fetches the materials into a pod (Kubernetes)
 INIT_CONTAINER = "workshop-materials"
@@ -94,7 +101,7 @@ def materials_url(spawner, workshop: str) -> str:
 def set_materials_init_container(spawner, cfg: dict[str, Any], ws: Workshop | None) -> None:
     """Add the init container that fetches ``ws``'s materials to this spawn of a KubeSpawner,
     or (``ws`` None) remove the one an earlier spawn of this user added."""
-    from ..kube.spawner import home_init_container, in_home, object_name
+    from cscale_extensions.hub.kubespawner import home_init_container, in_home, object_name
 
     inits = [i for i in spawner.init_containers if object_name(i) != INIT_CONTAINER]
     if ws is not None:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from .model import WorkshopError
+from cscale_extensions.workshop.model import WorkshopError
 
 TOKEN_ENV = "CSCALE_HUB_TOKEN"
 URL_ENV = "CSCALE_HUB_URL"

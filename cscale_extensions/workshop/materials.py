@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from .model import WorkshopError
+from cscale_extensions.workshop.model import WorkshopError
 
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".ipynb_checkpoints")
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..oidc.accounts import write_json_private
+from cscale_extensions.privatefiles import write_json_private
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 

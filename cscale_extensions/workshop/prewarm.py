@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from .hubapi import HubAPI
+from cscale_extensions.workshop.hubapi import HubAPI
 
 
 def failure_reason(api: HubAPI, name: str) -> str | None:

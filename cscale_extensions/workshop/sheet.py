@@ -8,7 +8,7 @@ import os
 from html import escape
 from pathlib import Path
 
-from .model import Workshop
+from cscale_extensions.workshop.model import Workshop
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .hubapi import HubAPI
-from .model import Workshop
-from .prewarm import failure_reason
+from cscale_extensions.workshop.hubapi import HubAPI
+from cscale_extensions.workshop.model import Workshop
+from cscale_extensions.workshop.prewarm import failure_reason
 
 
 def cohort_status(

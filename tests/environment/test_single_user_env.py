@@ -71,8 +71,8 @@ def test_the_user_server_loads_the_server_extension(name, tmp_path):
 def test_dask_panel_new_cluster_is_a_gateway_cluster(tmp_path):
     """The user servers' environment makes the Dask panel's "+ New" build a GatewayCluster
     (dask-labextension's default would be a LocalCluster inside the user's server)."""
-    from cscale_extensions import settings
-    from cscale_extensions.hub import user_environment
+    from cscale_extensions import config as settings
+    from cscale_extensions.hub.environment import user_environment
 
     cfg = settings.load(overrides={"auth": {"issuer": "http://127.0.0.1:1/"}})
     env = {k: v for k, v in user_environment(cfg).items() if k.startswith("DASK_LABEXTENSION")}

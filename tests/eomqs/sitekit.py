@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
+from cscale_extensions.localstack.sites.rustac_site import rustac_binary
 from cscale_extensions.net import free_port, http_ready, wait_for
-from cscale_extensions.sites.rustac_site import rustac_binary
 
 STAC = "1.1.0"
 
@@ -441,7 +441,7 @@ def eomqs_server(
     sites: list[dict[str, Any]], prefix: str = "/", **overrides: Any
 ) -> Iterator[ThreadServer]:
     """EO-MQS over ``sites`` served on a free port; ``srv.url`` is its landing page."""
-    from cscale_extensions.eomqs.app import create_app
+    from cscale_extensions.services.eomqs.app import create_app
 
     s = eomqs_settings(**overrides)
     app = create_app(sites, s, s["token_secret"].encode(), prefix)

@@ -71,7 +71,7 @@ def test_site_cookies_are_not_sent_back():
 
 def test_environment_proxies_and_netrc_switch_the_client_to_read_them(monkeypatch, tmp_path):
     """aiohttp reads proxies and netrc on every request only when the environment has any."""
-    from cscale_extensions.eomqs.client import _uses_environment
+    from cscale_extensions.services.eomqs.client import _uses_environment
 
     for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(var, raising=False)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from sitekit import TestSite, eomqs_server, make_item, serve
 
-from cscale_extensions.eomqs.paging_token import TokenSigner
+from cscale_extensions.services.eomqs.paging_token import TokenSigner
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from sitekit import TestSite, eomqs_server, make_collection, make_item, serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cscale_extensions.eomqs.app import CONFORMANCE
+from cscale_extensions.services.eomqs.app import CONFORMANCE
 
 LICENSE = "https://example.org/licences/cc-by-4.0"
 PREFIX = "/services/eo-mqs/"
@@ -207,10 +207,10 @@ def test_embedded_federation_pgstac_links_stay_within_eomqs():
     import tempfile
     from pathlib import Path
 
-    from cscale_extensions import settings
-    from cscale_extensions.eodata import prepare
-    from cscale_extensions.sites import embedded_federation
-    from cscale_extensions.supervisor import Supervisor
+    from cscale_extensions import config as settings
+    from cscale_extensions.localstack.eodata import prepare
+    from cscale_extensions.localstack.sites import embedded_federation
+    from cscale_extensions.localstack.supervisor import Supervisor
 
     if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
         pytest.skip("PostgreSQL 15 is not installed (scripts/apt-packages.txt)")

@@ -29,8 +29,8 @@ import requests
 import yaml
 from sitekit import TestSite, make_collection, make_item, rustac_site, serve
 
-from cscale_extensions.eomqs.page_cache import Page, PageCache, estimated_size
 from cscale_extensions.net import free_port, http_ready, wait_for
+from cscale_extensions.services.eomqs.page_cache import Page, PageCache, estimated_size
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_MIB = 32
@@ -117,7 +117,7 @@ def test_rss_stays_flat_while_paging_100k_items_through_real_sites(tmp_path):
         )
         log = open(tmp_path / "eomqs.log", "wb")  # noqa: SIM115
         child = subprocess.Popen(
-            [sys.executable, "-m", "cscale_extensions.eomqs", "--config", str(cfg)]
+            [sys.executable, "-m", "cscale_extensions.services.eomqs", "--config", str(cfg)]
             + ["--port", str(port)],
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -229,12 +229,12 @@ def test_filter_and_cloud_cover_sort_over_the_embedded_pgstac_and_rustac_sites()
     import tempfile
     from pathlib import Path
 
-    from cscale_extensions import settings
-    from cscale_extensions.eodata import eodata_dir, prepare
-    from cscale_extensions.sites import embedded_federation
-    from cscale_extensions.sites.documents import site_documents
-    from cscale_extensions.sites.layout import SITES
-    from cscale_extensions.supervisor import Supervisor
+    from cscale_extensions import config as settings
+    from cscale_extensions.localstack.eodata import eodata_dir, prepare
+    from cscale_extensions.localstack.sites import embedded_federation
+    from cscale_extensions.localstack.sites.documents import site_documents
+    from cscale_extensions.localstack.sites.layout import SITES
+    from cscale_extensions.localstack.supervisor import Supervisor
 
     if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
         pytest.skip("PostgreSQL 15 is not installed (scripts/apt-packages.txt)")

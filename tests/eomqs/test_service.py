@@ -13,8 +13,8 @@ import requests
 import yaml
 from sitekit import TestSite, make_item, serve
 
-from cscale_extensions.eomqs import add_eomqs_parser, service_spec
 from cscale_extensions.net import free_port, http_ready, wait_for
+from cscale_extensions.services.eomqs import add_eomqs_parser, service_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_hub_service_command_serves_under_its_prefix_and_tokens_survive_restart(
         port = free_port()
         spec = service_spec({}, port)
         assert spec["name"] == "eo-mqs" and spec["url"] == f"http://127.0.0.1:{port}"
-        assert spec["command"][1:3] == ["-m", "cscale_extensions.eomqs"]
+        assert spec["command"][1:3] == ["-m", "cscale_extensions.services.eomqs"]
         assert spec["environment"]["CSCALE_HUB_CONFIG"] == str(cfg_path)
         env = {"JUPYTERHUB_SERVICE_PREFIX": "/services/eo-mqs/"}
         base = f"http://127.0.0.1:{port}/services/eo-mqs/"
@@ -119,7 +119,7 @@ def test_bad_config_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("eomqs: {max_limit: -3}\n")
     r = subprocess.run(
-        [sys.executable, "-m", "cscale_extensions.eomqs", "--config", str(bad)],
+        [sys.executable, "-m", "cscale_extensions.services.eomqs", "--config", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

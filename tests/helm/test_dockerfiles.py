@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from cscale_extensions.kube.spawner import CScaleKubeSpawner
+from cscale_extensions.hub.kubespawner import CScaleKubeSpawner
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"

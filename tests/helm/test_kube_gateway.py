@@ -24,9 +24,9 @@ from dask_gateway_server.models import Cluster, ClusterStatus, User
 from dask_gateway_server.utils import FrozenAttrDict
 from traitlets.config import Config
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
 from cscale_extensions.gateway import configure
-from cscale_extensions.kube.gateway import LimitedKubeBackend, run_config_from_env
+from cscale_extensions.gateway.kubernetes import LimitedKubeBackend, run_config_from_env
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from cscale_extensions.kube import get_helm
+from tools import get_helm
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def seed(src: Path, dest: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cscale_extensions.kube.seed_notebooks", str(src), str(dest)],
+        [sys.executable, "-m", "cscale_extensions.singleuser.seed_notebooks", str(src), str(dest)],
         capture_output=True,
         text=True,
         check=True,

@@ -15,17 +15,17 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from cscale_testing import kube_spawner
 from kubernetes_asyncio.client import ApiClient
 from tornado import web
 from traitlets.config import Config
 
-from cscale_extensions import settings
-from cscale_extensions.kube.spawner import (
+from cscale_extensions import config as settings
+from cscale_extensions.hub.kubespawner import (
     CScaleKubeSpawner,
     allowed_profiles,
     configure_kubespawner,
 )
-from cscale_extensions.testing import kube_spawner
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "helm" / "cscale-hub" / "examples" / "production.yaml"

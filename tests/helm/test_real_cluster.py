@@ -49,7 +49,7 @@ def test_kubespawner_pod_passes_the_api_server():
 
     from traitlets.config import Config
 
-    from cscale_extensions.kube.spawner import configure_kubespawner
+    from cscale_extensions.hub.kubespawner import configure_kubespawner
 
     here = os.path.dirname(__file__)
     import importlib.util

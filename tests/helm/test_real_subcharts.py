@@ -120,7 +120,7 @@ def test_z2jh_hub_config_with_ours(run, real_chart, tmp_path, monkeypatch):
     line selecting tornado's curl client (pycurl is not installed here) is dropped."""
     from traitlets.config import PyFileConfigLoader
 
-    from cscale_extensions.kube.spawner import CScaleKubeSpawner
+    from cscale_extensions.hub.kubespawner import CScaleKubeSpawner
 
     out = run(
         "template",

@@ -39,7 +39,7 @@ def test_eomqs_starts_from_the_rendered_deployment(render, obj, tmp_path):
     argv[argv.index("--config") + 1] = str(tmp_path / "config.yaml")
     argv[argv.index("--port") + 1] = str(port)
     argv[argv.index("--ip") + 1] = "127.0.0.1"
-    assert argv[:3] == ["python", "-m", "cscale_extensions.eomqs"]
+    assert argv[:3] == ["python", "-m", "cscale_extensions.services.eomqs"]
     env = {e["name"]: e["value"] for e in box["env"] if "value" in e}
     env["CSCALE_HUB_CONFIG"] = str(tmp_path / "config.yaml")
     env["JUPYTERHUB_API_TOKEN"] = "not-checked-by-the-probe"

@@ -12,8 +12,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
-from cscale_extensions.testing import LocalStack
+from cscale_testing import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 import requests
-
-from cscale_extensions.testing import server_url
+from cscale_testing import server_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

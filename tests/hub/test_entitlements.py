@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cscale_extensions import entitlements as ent
+import cscale_extensions.config.entitlements as ent
 from cscale_extensions.hub.auth import posix_username
 
 MEMBER = "urn:mace:egi.eu:group:vo.cscale.eu:role=member#aai.egi.eu"

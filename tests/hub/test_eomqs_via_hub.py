@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from cscale_extensions.testing import run_in_kernel, server_url
+from cscale_testing import server_url
+
+from cscale_extensions.kernelclient import run_in_kernel
 
 CODE = r"""
 import json, os, pystac_client

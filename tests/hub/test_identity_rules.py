@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from cscale_extensions import entitlements as ent
+import cscale_extensions.config.entitlements as ent
 from cscale_extensions.hub.auth import (
     IDENTITY_KEY,
     CScaleAuthenticator,

@@ -13,9 +13,10 @@ import time
 
 import pytest
 import requests
+from cscale_testing import LocalStack, server_url
 
-from cscale_extensions.supervisor import alive, stack_processes
-from cscale_extensions.testing import LocalStack, run_in_kernel, server_url, start_busy_kernel
+from cscale_extensions.kernelclient import run_in_kernel, start_busy_kernel
+from cscale_extensions.processes import alive, stack_processes
 
 pytestmark = pytest.mark.slow
 CULL_TIMEOUT = 30

@@ -9,8 +9,7 @@ from html import unescape
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlunparse
 
 import requests
-
-from cscale_extensions.testing import on_hub
+from cscale_testing import on_hub
 
 FORM_ACTION = re.compile(r'<form[^>]*method="post"[^>]*action="([^"]+/login)"', re.I)
 

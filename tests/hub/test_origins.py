@@ -14,8 +14,8 @@ import pytest
 from jupyterhub.utils import subdomain_hook_idna
 from traitlets.config import Config
 
-from cscale_extensions import settings
-from cscale_extensions.hub import public_url, user_environment
+from cscale_extensions import config as settings
+from cscale_extensions.hub.environment import public_url, user_environment
 from cscale_extensions.hub.origins import (
     GATEWAY_SERVICE,
     OriginConfigError,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from cscale_testing import LoginRefused, oidc_login, server_url
 
-from cscale_extensions.testing import LoginRefused, oidc_login, run_in_kernel, server_url
+from cscale_extensions.kernelclient import run_in_kernel
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_edited_notebook_survives_respawn_and_updates_arrive(platform, member, n
 
 def test_access_token_in_the_server_is_current_and_refreshed(platform, member):
     token, server = member
-    code = "from cscale_extensions.token import access_token; print(access_token())"
+    code = "from cscale_extensions.singleuser.token import access_token; print(access_token())"
     first = run_in_kernel(server, token, code).strip()
     userinfo = platform.cfg["auth"]["issuer"] + "/me"
     discovered = requests.get(platform.cfg["auth"]["issuer"] + "/.well-known/openid-configuration",

@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from cscale_testing import LocalStack
 
+from cscale_extensions.localstack.sites.pgstac_site import PgCluster
+from cscale_extensions.localstack.supervisor import Supervisor
 from cscale_extensions.net import free_port
-from cscale_extensions.sites.pgstac_site import PgCluster
-from cscale_extensions.supervisor import Supervisor
-from cscale_extensions.testing import LocalStack
 
 pytestmark = pytest.mark.slow
 

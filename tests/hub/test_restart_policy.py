@@ -10,9 +10,11 @@ import time
 
 import pytest
 import requests
+from cscale_testing import LocalStack, server_url
 
-from cscale_extensions.supervisor import RestartPolicy, alive
-from cscale_extensions.testing import LocalStack, run_in_kernel, server_url
+from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.localstack.supervisor import RestartPolicy
+from cscale_extensions.processes import alive
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
 
 
 def test_defaults_validate_and_cover_every_section():
@@ -68,7 +68,7 @@ def test_every_setting_is_documented():
 def test_configuration_reference_is_current():
     from pathlib import Path
 
-    from cscale_extensions.settings.docs import render
+    from cscale_extensions.config.docs import render
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == render() + "\n", "run `make docs` to regenerate docs/configuration.md"

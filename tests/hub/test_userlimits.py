@@ -19,9 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cscale_extensions import settings
-from cscale_extensions.dashboards import DashboardAccess
+from cscale_extensions import config as settings
 from cscale_extensions.gateway import dask_process_limits
+from cscale_extensions.gateway.dashboards import DashboardAccess
 from cscale_extensions.userlimits import ProcessLimits, parse_bytes, vo_maximum
 
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="limits are set as root, then setuid")

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 import requests
+from cscale_testing import server_url
 
-from cscale_extensions.testing import run_in_kernel, server_url
+from cscale_extensions.kernelclient import run_in_kernel
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "workflow_notebooks").glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""The science helpers of the workflow notebooks (cscale_extensions.nbbands, .nbstats) on
+"""The science helpers of the workflow notebooks (cscale_extensions.notebook.bands, .nbstats) on
 synthetic data with known answers (fast; no stack): real GeoTIFFs read by odc-stac, STAC items
 built with pystac, oracles computed independently of the helpers."""
 
@@ -16,14 +16,14 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.transform import from_origin
 
-from cscale_extensions.nbbands import (
+from cscale_extensions.notebook.bands import (
     BandNotFound,
     find_band,
     qa_scheme,
     reflectance,
     snow_like,
 )
-from cscale_extensions.nbstats import doy_anomalies, seasonal_by_year, theil_sen
+from cscale_extensions.notebook.stats import doy_anomalies, seasonal_by_year, theil_sen
 
 #: Landsat Collection 2 Level-2 surface reflectance encoding
 C2_SCALE, C2_OFFSET = 0.0000275, -0.2
@@ -206,7 +206,7 @@ def test_unknown_quality_band_values_are_a_clear_error(tmp_path):
 def test_a_misspelt_quality_flag_is_refused():
     import xarray as xr
 
-    from cscale_extensions.nbbands import QAScheme
+    from cscale_extensions.notebook.bands import QAScheme
 
     with pytest.raises(ValueError, match="unknown quality flags \\['clouds'\\]"):
         QAScheme("m", "test", classes={"cloud": (4,)}).unusable(xr.DataArray([0, 4]), ["clouds"])

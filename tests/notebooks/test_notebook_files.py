@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from cscale_extensions.notebook_lint import lint_notebook, parameter_names
+from tools.notebook_lint import lint_notebook, parameter_names
 
 from .conftest import NOTEBOOKS, REPO
 
@@ -214,7 +214,7 @@ def test_lint_cli_exit_status(tmp_path):
     nb = good_notebook()
     nb.cells.pop()
     nbformat.write(nb, str(bad))
-    cmd = [sys.executable, "-m", "cscale_extensions.notebook_lint"]
+    cmd = [sys.executable, "-m", "tools.notebook_lint"]
     assert subprocess.run([*cmd, str(good)], capture_output=True).returncode == 0
     r = subprocess.run([*cmd, str(good), str(bad)], capture_output=True, text=True)
     assert (

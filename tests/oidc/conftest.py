@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import pytest
 import requests
 
-from cscale_extensions import settings
-from cscale_extensions.oidc import embedded
-from cscale_extensions.supervisor import Supervisor
+from cscale_extensions import config as settings
+from cscale_extensions.localstack.oidc import embedded
+from cscale_extensions.localstack.supervisor import Supervisor
 
 CLIENT_SECRET = "test-client-secret-" + secrets.token_hex(8)
 # Nothing listens here: the flow stops at the first redirect to it and reads the code.

@@ -10,8 +10,9 @@ import stat
 
 import pytest
 
-from cscale_extensions import settings
-from cscale_extensions.oidc import accounts, cli, embedded
+from cscale_extensions import config as settings
+from cscale_extensions.cli import accounts as cli
+from cscale_extensions.localstack.oidc import accounts, embedded
 
 
 def _mode(path) -> int:

@@ -8,8 +8,9 @@ import jwt
 import pytest
 import requests
 
-from cscale_extensions import settings
-from cscale_extensions.oidc import accounts, embedded
+from cscale_extensions import config as settings
+from cscale_extensions.localstack.oidc import accounts, embedded
+from cscale_extensions.privatefiles import write_json_private
 
 MEMBER_URN = accounts.entitlement("vo.cscale.eu")
 ADMIN_URN = accounts.entitlement("vo.cscale.eu", "admin")
@@ -350,7 +351,7 @@ def test_broken_accounts_file_keeps_the_last_good_accounts(provider, oidc, creds
         provider.accounts_file.write_text('{"accounts": ')  # e.g. a bad hand edit
         assert oidc.login(provider, "demo-member", creds["demo-member"]).code
     finally:
-        accounts.write_json_private(provider.accounts_file, json.loads(good))
+        write_json_private(provider.accounts_file, json.loads(good))
     assert oidc.login(provider, "demo-member", creds["demo-member"]).code
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cscale_extensions.oidc import accounts
+from cscale_extensions.localstack.oidc import accounts
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""cscale_extensions.openeo_local without a stack: the process check (clear errors for processes
+"""cscale_extensions.notebook.openeo_local without a stack: the process check (clear errors for processes
 local openEO processing lacks), the graph walk, the extents, and the two load_stac fixes.
 
 Running graphs on the federation's data is tested by the 06 notebook in tests/notebooks."""
@@ -9,14 +9,14 @@ import json
 
 import pytest
 
-from cscale_extensions.openeo_local import (
+from cscale_extensions.notebook.openeo_local import (
     UnsupportedProcessError,
     available_processes,
     compat,
     run,
     used_processes,
 )
-from cscale_extensions.openeo_local.source import _temporal_extent
+from cscale_extensions.notebook.openeo_local.source import _temporal_extent
 
 
 def graph(**nodes) -> dict:

@@ -1,4 +1,4 @@
-"""Fixtures: a real JupyterHub with the runs service (see cscale_extensions.runs.testhub).
+"""Fixtures: a real JupyterHub with the runs service (see cscale_testing.testhub).
 
 The runs service is an external service there, so tests can kill and restart it.
 """
@@ -6,8 +6,7 @@ The runs service is an external service there, so tests can kill and restart it.
 from __future__ import annotations
 
 import pytest
-
-from cscale_extensions.runs.testhub import CHP, MiniHub, Runs, notebook
+from cscale_testing.testhub import CHP, MiniHub, Runs, notebook
 
 
 @pytest.fixture(scope="session")

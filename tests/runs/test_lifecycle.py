@@ -137,7 +137,7 @@ def _forkservers(home) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "cscale_extensions.runs.forkserver" in cmd and str(home) in cmd:
+        if "cscale_extensions.services.runs.forkserver" in cmd and str(home) in cmd:
             found.append(p)
     return found
 

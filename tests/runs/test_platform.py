@@ -13,8 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
+from cscale_testing import server_url
 
-from cscale_extensions.testing import run_in_kernel, server_url
+from cscale_extensions.kernelclient import run_in_kernel
 
 pytestmark = pytest.mark.slow
 TERMINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")

@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from cscale_extensions.net import free_port, port_open, wait_for
-from cscale_extensions.runs.dispatcher import next_fire
-from cscale_extensions.runs.models import RunRequest, ScheduleRequest, SweepRequest
-from cscale_extensions.runs.store import Store, engine_for
+from cscale_extensions.services.runs.dispatcher import next_fire
+from cscale_extensions.services.runs.models import RunRequest, ScheduleRequest, SweepRequest
+from cscale_extensions.services.runs.store import Store, engine_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -15,17 +15,17 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from cscale_extensions.runs.cronrules import (
+from cscale_extensions.services.runs.cronrules import (
     NEVER,
     CronRefused,
     check_schedule,
     next_fire,
     smallest_interval,
 )
-from cscale_extensions.runs.dispatcher import PURGE_EVERY, Dispatcher
-from cscale_extensions.runs.limits import BodyLimit, SubmissionRate, sweep_size
-from cscale_extensions.runs.store import Store, engine_for
-from cscale_extensions.runs.untrusted import STATUS_MAX_BYTES, BadStatus, parse_status
+from cscale_extensions.services.runs.dispatcher import PURGE_EVERY, Dispatcher
+from cscale_extensions.services.runs.limits import BodyLimit, SubmissionRate, sweep_size
+from cscale_extensions.services.runs.store import Store, engine_for
+from cscale_extensions.services.runs.untrusted import STATUS_MAX_BYTES, BadStatus, parse_status
 
 GOOD = {"state": "running", "pid": 42, "heartbeat": 1.7e9, "cell": 2, "cells": 5}
 

@@ -11,8 +11,8 @@ import asyncio
 import httpx
 import requests
 
-from cscale_extensions.runs import SERVICE_SCOPES
-from cscale_extensions.runs.usertokens import UserTokens
+from cscale_extensions.services.runs import SERVICE_SCOPES
+from cscale_extensions.services.runs.usertokens import UserTokens
 
 
 def _whoami(minihub, token: str) -> requests.Response:

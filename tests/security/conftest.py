@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cscale_testing import LocalStack  # noqa: E402
 from seckit import (  # noqa: E402
     CLIENT_ID,
     CLUSTER_LIMIT,
@@ -30,8 +31,6 @@ from seckit import (  # noqa: E402
     SecStack,
     start_idp,
 )
-
-from cscale_extensions.testing import LocalStack  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "docs" / "reliability.md"
@@ -205,7 +204,7 @@ def render_report(rows: list[dict[str, str]]) -> str:
         "  keep their current auth until the IdP answers again; a new sign-in gets a 503 page.",
         "  A code the IdP refuses (expired, used, forged) is a 403 page asking to log in again.",
         "- A full disk never damages what is saved. User servers save through",
-        "  `cscale_extensions.contents.SafeContentsManager`: a temporary file renamed over the",
+        "  `cscale_extensions.singleuser.contents.SafeContentsManager`: a temporary file renamed over the",
         "  target only when complete (Jupyter Server's own save rewrote the file in place and left",
         "  it truncated when the disk filled at flush); a refused save is 507 with a message.",
         "  Headless runs save their output notebook the same way; the final status is written",

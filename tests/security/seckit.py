@@ -27,12 +27,13 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+from cscale_testing import FORM_ACTION, LocalStack, server_url, xsrf_headers
 
-from cscale_extensions import settings
+from cscale_extensions import config as settings
+from cscale_extensions.localstack.oidc import accounts, embedded
+from cscale_extensions.localstack.supervisor import Supervisor
 from cscale_extensions.net import free_port, wait_for
-from cscale_extensions.oidc import accounts, embedded
-from cscale_extensions.supervisor import Supervisor
-from cscale_extensions.testing import FORM_ACTION, LocalStack, server_url, xsrf_headers
+from cscale_extensions.privatefiles import write_json_private
 
 CLIENT_ID = "cscale-hub"
 VO = "vo.cscale.eu"
@@ -179,7 +180,7 @@ class Idp:
         cfg["clients"][0]["redirect_uris"] = [redirect_uri]
         base = redirect_uri.rsplit("/hub/", 1)[0]
         cfg["clients"][0]["post_logout_redirect_uris"] = [base + "/hub/", base + "/hub/login"]
-        accounts.write_json_private(self.config_file, cfg)
+        write_json_private(self.config_file, cfg)
         self.supervisor.stop()
         self.supervisor.start(self.spec)
 
@@ -208,7 +209,7 @@ def start_idp(base: Path) -> Idp:
     provider_cfg = json.loads(config_file.read_text())
     front = IdpFront(provider_cfg["port"])
     provider_cfg["issuer"] = front.url  # the provider names the front as its issuer
-    accounts.write_json_private(config_file, provider_cfg)
+    write_json_private(config_file, provider_cfg)
     spec.ready_url = f"http://127.0.0.1:{provider_cfg['port']}/.well-known/openid-configuration"
     sup = Supervisor(base / "logs", stack_id=f"sec-idp-{uuid.uuid4().hex[:8]}")
     try:

@@ -14,7 +14,7 @@ import pytest
 import requests
 from seckit import ACCESS_TTL, REFRESH_AGE, VO, assert_clean_page, logged_in, login_flow
 
-from cscale_extensions.oidc import accounts
+from cscale_extensions.localstack.oidc import accounts
 
 rel = pytest.mark.reliability
 

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from cscale_testing import LocalStack, server_url
+from cscale_testing.testhub import Runs, notebook
 
+from cscale_extensions.kernelclient import start_busy_kernel
 from cscale_extensions.net import http_ready, wait_for
-from cscale_extensions.runs.testhub import Runs, notebook
-from cscale_extensions.testing import LocalStack, server_url, start_busy_kernel
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability
@@ -50,7 +51,7 @@ def runs_service_pid(stack: LocalStack) -> int:
             cmd = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"cscale_extensions.runs\0" in cmd and needle in cmd:
+        if b"cscale_extensions.services.runs\0" in cmd and needle in cmd:
             return int(entry.name)
     raise LookupError("no runs service process of this stack")
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
 
 rel = pytest.mark.reliability
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="the local gateway runs as root")

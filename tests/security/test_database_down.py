@@ -1,7 +1,7 @@
 """The runs service and the hub with their PostgreSQL database gone, and back.
 
 A real PostgreSQL 15 is stopped (fast shutdown, connections cut) and started again on the same
-port and data: under the runs service of a real JupyterHub (cscale_extensions.runs.testhub.
+port and data: under the runs service of a real JupyterHub (cscale_testing.testhub.
 MiniHub) while a run executes, and under the hub of `cscale-hub up` (`hub.db_url`) while a
 user has a running server.
 """
@@ -14,11 +14,11 @@ import time
 import psycopg
 import pytest
 import requests
+from cscale_testing import LocalStack, server_url
+from cscale_testing.testhub import CHP, MiniHub, Runs, notebook
 from faultkit import Postgres
 
 from cscale_extensions.net import wait_for
-from cscale_extensions.runs.testhub import CHP, MiniHub, Runs, notebook
-from cscale_extensions.testing import LocalStack, server_url
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability

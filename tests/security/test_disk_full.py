@@ -1,6 +1,6 @@
 """A disk that really fills up: a small tmpfs mounted over part of a user's home.
 
-On a real JupyterHub with the runs service (cscale_extensions.runs.testhub.MiniHub; user
+On a real JupyterHub with the runs service (cscale_testing.testhub.MiniHub; user
 servers use the platform's Jupyter Server settings, so its contents manager), as root.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
+from cscale_testing.testhub import CHP, MiniHub, Runs, notebook
 from faultkit import fill, free_bytes, small_disk
 
 from cscale_extensions.net import wait_for
-from cscale_extensions.runs.testhub import CHP, MiniHub, Runs, notebook
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability

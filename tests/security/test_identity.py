@@ -15,7 +15,7 @@ import requests
 from seckit import VO, assert_clean_page, logged_in, login_flow
 
 from cscale_extensions.hub.auth import IDENTITY_KEY
-from cscale_extensions.oidc import accounts
+from cscale_extensions.localstack.oidc import accounts
 
 rel = pytest.mark.reliability
 REFUSAL = "belongs to another identity"

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from seckit import CLIENT_ID, VO, assert_clean_page, logged_in, login_flow
 
 from cscale_extensions.hub.idtoken import IdTokenError, allowed_algorithms, verify_id_token
-from cscale_extensions.oidc import accounts
+from cscale_extensions.localstack.oidc import accounts
 
 rel = pytest.mark.reliability
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from seckit import assert_clean_page
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
 
 rel = pytest.mark.reliability
 pytestmark = [

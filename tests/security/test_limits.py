@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import requests
+from cscale_testing.testhub import notebook
 from seckit import CLUSTER_LIMIT, NAMED_LIMIT, RUNS_LIMIT
-
-from cscale_extensions.runs.testhub import notebook
 
 rel = pytest.mark.reliability
 USER = "sec-greedy"

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, quote, urlparse
 import pytest
 import requests
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
 
 rel = pytest.mark.reliability
 pytestmark = [

@@ -18,9 +18,9 @@ import pytest
 import requests
 from seckit import Replaced, child_pid, hub_pid, launcher_paused, restart_process
 
+from cscale_extensions.kernelclient import run_in_kernel, start_busy_kernel
 from cscale_extensions.net import http_ready, port_open
-from cscale_extensions.supervisor import stack_processes
-from cscale_extensions.testing import run_in_kernel, start_busy_kernel
+from cscale_extensions.processes import stack_processes
 
 rel = pytest.mark.reliability
 pytestmark = pytest.mark.slow
@@ -182,7 +182,7 @@ def _service_processes(sec) -> dict[int, tuple[str, int]]:
             continue
         if argv[0].endswith("dask-gateway-server"):
             out[pid] = ("dask-gateway", ppid)
-        elif argv[1:3] in (["-m", "cscale_extensions.eomqs"], ["-m", "cscale_extensions.runs"]):
+        elif argv[1:3] in (["-m", "cscale_extensions.services.eomqs"], ["-m", "cscale_extensions.services.runs"]):
             out[pid] = (argv[2].rsplit(".", 1)[-1], ppid)
     return out
 

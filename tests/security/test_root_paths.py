@@ -32,7 +32,7 @@ import pytest
 from dask_gateway_server.backends.local import LocalBackend
 
 from cscale_extensions.gateway import TLSPathsFix
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
 
 rel = pytest.mark.reliability
 pytestmark = pytest.mark.skipif(
@@ -353,10 +353,10 @@ def test_workshop_export_reads_the_home_with_the_owners_rights(nobody_home):
 def system_spawner(nobody_home):
     """A real SystemUserSpawner (real POSIX account, removed afterwards) with its homes
     directory in a fresh root-owned directory."""
+    from cscale_testing import kube_spawner
     from traitlets.config import Config
 
     from cscale_extensions.hub.spawner import SystemUserSpawner
-    from cscale_extensions.testing import kube_spawner
 
     homes = nobody_home[0].parent / "homes"
     homes.mkdir(mode=0o755)

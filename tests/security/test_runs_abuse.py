@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from cscale_testing.testhub import Runs, notebook
 from seckit import SecStack
 
+from cscale_extensions.config import defaults
 from cscale_extensions.net import wait_for
-from cscale_extensions.runs.testhub import Runs, notebook
-from cscale_extensions.settings import defaults
 
 rel = pytest.mark.reliability
 RUNS = defaults()["runs"]
@@ -75,7 +75,7 @@ def service_rss(sec: SecStack) -> int:
             continue
         try:
             cmd = (entry / "cmdline").read_bytes()
-            if b"cscale_extensions.runs\0" in cmd and needle in cmd:
+            if b"cscale_extensions.services.runs\0" in cmd and needle in cmd:
                 for line in (entry / "status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         return int(line.split()[1]) * 1024

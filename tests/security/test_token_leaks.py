@@ -6,7 +6,7 @@ headers into her home, lets the runs service execute a notebook in her ``runs`` 
 then tries every token she captured against other users, the hub API and the auth state. The
 runs service must have shown her only a short-lived token of her own that opens her own
 ``runs`` server. And the token of her server must not read her refresh token, while
-``cscale_extensions.token.access_token()`` keeps working.
+``cscale_extensions.singleuser.token.access_token()`` keeps working.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
+from cscale_testing.testhub import Runs, notebook
 
-from cscale_extensions.runs.testhub import Runs, notebook
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
 
 rel = pytest.mark.reliability
 pytestmark = [
@@ -145,7 +145,7 @@ def test_token_captured_in_own_runs_server_opens_nothing_else(sec, captured):
 @rel(
     injected="code in mallory's server uses the server's own token ($JUPYTERHUB_API_TOKEN) on "
     "the hub API to read her auth state",
-    expected="no auth_state (no refresh or ID token); cscale_extensions.token.access_token() "
+    expected="no auth_state (no refresh or ID token); cscale_extensions.singleuser.token.access_token() "
     "still returns an access token the IdP accepts",
 )
 def test_server_token_reads_no_refresh_token_but_gets_the_access_token(sec, captured):
@@ -161,7 +161,7 @@ def test_server_token_reads_no_refresh_token_but_gets_the_access_token(sec, capt
                 "h = {'Authorization': 'token ' + tok}",
                 "r = requests.get(f'{api}/users/{user}', headers=h, timeout=30)",
                 "body = r.json() if r.status_code == 200 else {}",
-                "from cscale_extensions.token import access_token",
+                "from cscale_extensions.singleuser.token import access_token",
                 "print(json.dumps({'status': r.status_code, 'keys': sorted(body),",
                 "                  'state': body.get('auth_state'), 'access': access_token()}))",
             ]

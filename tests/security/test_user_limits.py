@@ -23,7 +23,7 @@ import pytest
 import requests
 from seckit import MAX_PROCESSES, MEM_LIMIT, assert_clean_page, child_pid, hub_pid
 
-from cscale_extensions.testing import run_in_kernel
+from cscale_extensions.kernelclient import run_in_kernel
 from cscale_extensions.userlimits import parse_bytes
 
 rel = pytest.mark.reliability

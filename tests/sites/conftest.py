@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cscale_extensions import settings
-from cscale_extensions.eodata import prepare
-from cscale_extensions.sites import embedded_federation
-from cscale_extensions.supervisor import Supervisor, stack_processes
+from cscale_extensions import config as settings
+from cscale_extensions.localstack.eodata import prepare
+from cscale_extensions.localstack.sites import embedded_federation
+from cscale_extensions.localstack.supervisor import Supervisor, stack_processes
 
 needs_postgres = pytest.mark.skipif(
     not Path("/usr/lib/postgresql/15/bin/postgres").exists(),

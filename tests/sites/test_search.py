@@ -11,7 +11,7 @@ import pytest
 import requests
 from pystac_client import Client
 
-from cscale_extensions.sites.layout import SITES
+from cscale_extensions.localstack.sites.layout import SITES
 
 from .conftest import Federation, needs_postgres
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cscale_extensions.eodata import add_data_parser
-from cscale_extensions.eodata.cli import run_prepare
+from cscale_extensions.cli.data import add_data_parser, run_prepare
+from cscale_extensions.localstack.sites import SiteSetupError
+from cscale_extensions.localstack.sites.pgstac_site import PgCluster
 from cscale_extensions.net import free_port
-from cscale_extensions.sites import SiteSetupError
-from cscale_extensions.sites.pgstac_site import PgCluster
 
 from .conftest import needs_postgres
 
@@ -47,7 +46,7 @@ def test_data_prepare_with_a_bad_config_file_says_so(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("platform: [not, a, mapping\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "cscale_extensions.eodata", "prepare", "--config", str(bad)],
+        [sys.executable, "-m", "cscale_extensions.localstack.eodata", "prepare", "--config", str(bad)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2

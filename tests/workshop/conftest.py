@@ -4,8 +4,7 @@ platform's own hub configuration (which wires workshops in: ``configure_workshop
 from __future__ import annotations
 
 import pytest
-
-from cscale_extensions.testing import LocalStack
+from cscale_testing import LocalStack
 
 #: a small stack: what workshops need (hub, proxy, provider, spawner), not the data services
 WORKSHOP_STACK = {

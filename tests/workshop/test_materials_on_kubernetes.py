@@ -21,12 +21,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import requests
+from cscale_testing import kube_spawner
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
-from cscale_extensions import settings
-from cscale_extensions.kube.spawner import configure_kubespawner
-from cscale_extensions.testing import kube_spawner
+from cscale_extensions import config as settings
+from cscale_extensions.hub.kubespawner import configure_kubespawner
 from cscale_extensions.workshop import materials
 from cscale_extensions.workshop.hub import INIT_CONTAINER, configure_workshops
 from cscale_extensions.workshop.hubapi import HubAPI

@@ -12,9 +12,10 @@ import tarfile
 
 import pytest
 import requests
+from cscale_testing import LoginRefused, oidc_login, server_url
 
-from cscale_extensions.oidc.accounts import list_accounts
-from cscale_extensions.testing import LoginRefused, oidc_login, run_in_kernel, server_url
+from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.localstack.oidc.accounts import list_accounts
 from cscale_extensions.workshop.hubapi import HubAPI
 
 N = 5

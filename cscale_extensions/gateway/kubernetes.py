@@ -1,0 +1,123 @@
+"""dask-gateway-server on Kubernetes: KubeBackend and KubeClusterConfig from the settings.
+
+``cscale_extensions.gateway.configure`` (shared by all backends: JupyterHub auth, per-VO
+cluster options and limits) calls :func:`configure_kube_backend` when
+``dask_gateway.backend`` is ``kubernetes``. Schedulers and workers run the single-user image
+(the same locked environment as the notebooks, so client and cluster versions match) as a
+non-root account with all capabilities dropped; idle clusters stop after
+``dask_gateway.idle_timeout``; a user runs at most ``dask_gateway.max_clusters_per_user``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.kubernetes import KubeBackend
+
+from cscale_extensions.kube import check_sites, image_ref, pod_security_context, site_placement
+
+
+class LimitedKubeBackend(KubeBackend):
+    """KubeBackend refusing a new cluster when the user already runs the maximum."""
+
+    max_clusters_per_user = 2
+
+    async def start_cluster(self, user, cluster_options):
+        active = await self.list_clusters(username=user.name)
+        if len(active) >= self.max_clusters_per_user:
+            raise PublicException(
+                f"You already run {len(active)} Dask cluster(s), the limit per user is "
+                f"{self.max_clusters_per_user}. Shut one down (cluster.shutdown()) and try again."
+            )
+        return await super().start_cluster(user, cluster_options)
+
+
+def limited_backend(max_clusters: int) -> type[LimitedKubeBackend]:
+    """A LimitedKubeBackend subclass with ``max_clusters`` clusters per user."""
+    attrs = {"max_clusters_per_user": max_clusters, "__module__": __name__}
+    return type("CScaleKubeBackend", (LimitedKubeBackend,), attrs)
+
+
+def dask_pod_config(kube: dict[str, Any], site: str | None) -> dict[str, Any]:
+    """Extra pod spec (placement, pod security context) of Dask schedulers and workers."""
+    placement = site_placement(kube, site)
+    pod: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": int(kube["uid"]),
+            "fsGroup": int(kube["fs_gid"]),
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if placement["node_selector"]:
+        pod["nodeSelector"] = placement["node_selector"]
+    if placement["tolerations"]:
+        pod["tolerations"] = placement["tolerations"]
+    return pod
+
+
+def configure_kube_backend(c, cfg: dict[str, Any]) -> None:
+    """Configure ``c`` (a dask-gateway-server config) for the Kubernetes backend from ``cfg``.
+
+    Raises ConfigError when ``kubernetes.dask.worker_site`` names an unknown compute site.
+    """
+    kube = cfg["kubernetes"]
+    dg = cfg["dask_gateway"]
+    check_sites(kube)
+
+    c.DaskGateway.backend_class = limited_backend(int(dg["max_clusters_per_user"]))
+    cc = c.KubeClusterConfig
+    if kube["namespace"]:
+        cc.namespace = kube["namespace"]
+    cc.image = image_ref(kube)
+    cc.image_pull_policy = kube["image"]["pull_policy"]
+    cc.image_pull_secrets = [{"name": n} for n in kube["image"]["pull_secrets"]]
+    # distributed >= 2026 has no dask-scheduler / dask-worker scripts
+    cc.scheduler_cmd = ["dask", "scheduler"]
+    cc.worker_cmd = ["dask", "worker"]
+    cc.idle_timeout = float(dg["idle_timeout"])
+    cc.scheduler_cores = float(kube["dask"]["scheduler_cores"])
+    cc.scheduler_memory = int(kube["dask"]["scheduler_memory"] * 2**30)
+    cc.environment = {"CSCALE_DEPLOYMENT": "kubernetes"}
+
+    container = {"securityContext": pod_security_context(kube)}
+    pod = dask_pod_config(kube, kube["dask"]["worker_site"])
+    cc.scheduler_extra_container_config = container
+    cc.worker_extra_container_config = container
+    cc.scheduler_extra_pod_config = pod
+    cc.worker_extra_pod_config = pod
+    labels = {"app.kubernetes.io/part-of": "cscale-hub"}
+    cc.scheduler_extra_pod_labels = labels
+    cc.worker_extra_pod_labels = labels
+
+
+#: environment variables the chart fills from its ConfigMaps (the gateway chart mounts no volumes)
+SETTINGS_ENV = "CSCALE_SETTINGS_YAML"
+CONFIG_PY_ENV = "CSCALE_GATEWAY_CONFIG_PY"
+
+
+def run_config_from_env(c, state_dir: str | None = None) -> None:
+    """Apply hub_config/dask_gateway_config.py, handed over in the environment, to ``c``.
+
+    Called from the dask-gateway chart's ``gateway.extraConfig``. Writes the settings YAML
+    from ``$CSCALE_SETTINGS_YAML`` to a private file, points ``$CSCALE_HUB_CONFIG`` at it
+    and runs the code in ``$CSCALE_GATEWAY_CONFIG_PY`` (the repository file, byte for byte)
+    with ``get_config()`` returning ``c``.
+    """
+    import os
+    import tempfile
+
+    from cscale_extensions.config import CONFIG_ENV
+
+    missing = [n for n in (SETTINGS_ENV, CONFIG_PY_ENV) if not os.environ.get(n)]
+    if missing:
+        raise RuntimeError(f"cscale gateway configuration: {', '.join(missing)} not set")
+    folder = tempfile.mkdtemp(prefix="cscale-", dir=state_dir)
+    path = os.path.join(folder, "config.yaml")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(os.environ[SETTINGS_ENV])
+    os.environ[CONFIG_ENV] = path
+    code = compile(os.environ[CONFIG_PY_ENV], "hub_config/dask_gateway_config.py", "exec")
+    exec(code, {"__name__": "cscale_gateway_config", "get_config": lambda: c})

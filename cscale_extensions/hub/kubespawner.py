@@ -1,0 +1,233 @@
+"""KubeSpawner configuration: profiles per federated compute site and size, offered by VO.
+
+The hub configuration calls :func:`configure_kubespawner` when ``spawner.backend`` is
+``kubernetes``. Every user server is a pod of the single-user image running as a non-root
+account with all capabilities dropped; its home is a PersistentVolumeClaim. An init
+container of the same image copies the workflow notebooks baked into the image
+(``kubernetes.notebooks_image_dir``) into the home before each start, keeping files the
+user changed (:mod:`cscale_extensions.singleuser.seed_notebooks`).
+Workshop participants get a second one
+that fetches the workshop's materials from the hub (:mod:`cscale_extensions.workshop.hub`).
+
+Users choose a profile (site + size). :func:`profile_list` shows a user only the profiles
+their VOs (hub groups, named after VOs) may use; a user whose VOs allow none cannot start.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from kubespawner import KubeSpawner
+from tornado import web
+
+from cscale_extensions.hub.environment import user_environment  # as for the local spawners
+from cscale_extensions.kube import check_sites, image_ref, pod_security_context, site_placement
+
+HOME_VOLUME = "home"
+
+
+def allowed_profiles(profiles: list[dict[str, Any]], groups: Iterable[str]) -> list[dict[str, Any]]:
+    """The profiles members of ``groups`` may use (an empty ``allowed_vos`` admits everyone)."""
+    mine = set(groups)
+    return [p for p in profiles if not p.get("allowed_vos") or mine & set(p["allowed_vos"])]
+
+
+def kubespawner_profile(kube: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
+    """One KubeSpawner ``profile_list`` entry for a ``kubernetes.profiles`` item."""
+    site = prof.get("site")
+    override: dict[str, Any] = {
+        "cpu_limit": float(prof["cpu_limit"]),
+        "mem_limit": prof["mem_limit"],
+        "environment": {"CSCALE_PROFILE": prof["slug"], "CSCALE_COMPUTE_SITE": site or ""},
+        "extra_labels": {"cscale.eu/profile": prof["slug"], "cscale.eu/site": site or "any"},
+    }
+    if prof.get("cpu_guarantee") is not None:
+        override["cpu_guarantee"] = float(prof["cpu_guarantee"])
+    if prof.get("mem_guarantee") is not None:
+        override["mem_guarantee"] = prof["mem_guarantee"]
+    placement = site_placement(kube, site)
+    if placement["node_selector"]:
+        override["node_selector"] = placement["node_selector"]
+    if placement["tolerations"]:
+        override["tolerations"] = placement["tolerations"]
+    if prof.get("image"):
+        override["image"] = prof["image"]
+    return {
+        "slug": prof["slug"],
+        "display_name": prof["display_name"],
+        "description": prof.get("description", ""),
+        "default": bool(prof.get("default", False)),
+        "kubespawner_override": override,
+    }
+
+
+def make_profile_list(kube: dict[str, Any]):
+    """A ``KubeSpawner.profile_list`` callable filtering the profiles by the user's VOs."""
+    profiles = [
+        (p.get("allowed_vos") or [], kubespawner_profile(kube, p)) for p in kube["profiles"]
+    ]
+
+    def profile_list(spawner) -> list[dict[str, Any]]:
+        groups = {g.name for g in spawner.user.groups}
+        mine = [copy.deepcopy(entry) for vos, entry in profiles if not vos or groups & set(vos)]
+        if profiles and not mine:
+            raise web.HTTPError(
+                403,
+                "None of the server profiles is available to your VO(s) "
+                f"({', '.join(sorted(groups)) or 'none'}). Ask the hub operators for access.",
+            )
+        return mine
+
+    return profile_list
+
+
+class CScaleKubeSpawner(KubeSpawner):
+    """KubeSpawner that tells the server its user's VOs and current OIDC access token.
+
+    The token is the snapshot the hub's ``auth_state_hook`` stored as ``oidc_access_token``
+    (as for the local spawners); it is visible in the pod spec to whoever may read pods.
+    """
+
+    def get_env(self):
+        env = super().get_env()
+        env["CSCALE_USER_VOS"] = ",".join(sorted(g.name for g in self.user.groups))
+        token = getattr(self, "oidc_access_token", "")
+        if token:
+            env["OIDC_ACCESS_TOKEN"] = token
+        return env
+
+
+def _home_volume(kube: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    volume = {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": "{pvc_name}"}}
+    mount = {"name": HOME_VOLUME, "mountPath": kube["storage"]["mount_path"]}
+    return volume, mount
+
+
+def home_init_container(
+    cfg: dict[str, Any], name: str, command: list[str], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An init container of the single-user image, as the user, with only the home mounted."""
+    kube = cfg["kubernetes"]
+    home = kube["storage"]["mount_path"]
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image_ref(kube),
+        "imagePullPolicy": kube["image"]["pull_policy"],
+        "command": command,
+        "securityContext": {**pod_security_context(kube), "readOnlyRootFilesystem": True},
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "volumeMounts": [{"name": HOME_VOLUME, "mountPath": home}],
+    }
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return container
+
+
+def in_home(cfg: dict[str, Any], relative: str) -> str:
+    """The path of ``relative`` (a directory in the home) inside the user's pod."""
+    return f"{cfg['kubernetes']['storage']['mount_path'].rstrip('/')}/{relative}"
+
+
+def _notebooks_init_container(cfg: dict[str, Any]) -> dict[str, Any]:
+    command = ["python", "-m", "cscale_extensions.singleuser.seed_notebooks"]
+    command += [cfg["kubernetes"]["notebooks_image_dir"], in_home(cfg, cfg["notebooks"]["target"])]
+    return home_init_container(cfg, "seed-notebooks", command)
+
+
+def _merged_env(c) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for section in ("Spawner", "KubeSpawner"):
+        if section in c and "environment" in c[section]:
+            env.update(c[section].environment)
+    return env
+
+
+def object_name(obj) -> str | None:
+    """``name`` of a dict or a kubernetes client object (z2jh adds V1Container objects)."""
+    return obj.get("name") if isinstance(obj, dict) else getattr(obj, "name", None)
+
+
+def _existing(c, name: str, empty):
+    """What is already configured on ``c.KubeSpawner.<name>`` (e.g. by z2jh), else ``empty``."""
+    if "KubeSpawner" in c and name in c.KubeSpawner:
+        return copy.deepcopy(c.KubeSpawner[name])
+    return empty
+
+
+def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
+    """Configure ``c`` (a JupyterHub config) to spawn with KubeSpawner from ``cfg``.
+
+    Raises ConfigError when a profile names an unknown compute site. Environment already
+    set on ``c.Spawner`` / ``c.KubeSpawner`` is kept and extended.
+    """
+    kube = cfg["kubernetes"]
+    check_sites(kube)
+    spawner = cfg["spawner"]
+
+    c.JupyterHub.spawner_class = CScaleKubeSpawner
+    ks = c.KubeSpawner
+    if kube["namespace"]:
+        ks.namespace = kube["namespace"]
+    ks.image = image_ref(kube)
+    ks.image_pull_policy = kube["image"]["pull_policy"]
+    ks.image_pull_secrets = _existing(c, "image_pull_secrets", []) + [
+        {"name": n} for n in kube["image"]["pull_secrets"]
+    ]
+    ks.cmd = ["jupyterhub-singleuser"]
+    ks.default_url = spawner["default_url"]
+    ks.start_timeout = int(spawner["start_timeout"])
+    ks.http_timeout = int(spawner["http_timeout"])
+
+    # non-root, no capabilities, no privilege escalation
+    ks.uid = int(kube["uid"])
+    ks.gid = int(kube["fs_gid"])
+    ks.fs_gid = int(kube["fs_gid"])
+    ks.allow_privilege_escalation = False
+    ks.container_security_context = pod_security_context(kube)
+    ks.pod_security_context = {
+        "runAsNonRoot": True,
+        "fsGroup": int(kube["fs_gid"]),
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    ks.automount_service_account_token = False
+
+    # limits outside profiles (the profiles override them)
+    if spawner["mem_limit"]:
+        ks.mem_limit = spawner["mem_limit"]
+    if spawner["cpu_limit"]:
+        ks.cpu_limit = float(spawner["cpu_limit"])
+
+    env = _merged_env(c)
+    env.update(user_environment(cfg))
+    env["CSCALE_DEPLOYMENT"] = "kubernetes"
+    ks.environment = env
+
+    # home volume + notebooks seeded by an init container
+    storage = kube["storage"]
+    ks.storage_pvc_ensure = True
+    ks.storage_capacity = storage["capacity"]
+    ks.storage_access_modes = ["ReadWriteOnce"]
+    if storage["storage_class"]:
+        ks.storage_class = storage["storage_class"]
+    # what z2jh configured before us (extra volumes, init containers, the
+    # hub.jupyter.org/network-access-hub label its NetworkPolicies rely on) is kept
+    volume, mount = _home_volume(kube)
+    volumes = [v for v in _existing(c, "volumes", []) if object_name(v) != HOME_VOLUME]
+    mounts = [m for m in _existing(c, "volume_mounts", []) if object_name(m) != HOME_VOLUME]
+    ks.volumes = [volume, *volumes]
+    ks.volume_mounts = [mount, *mounts]
+    inits = [i for i in _existing(c, "init_containers", []) if object_name(i) != "seed-notebooks"]
+    if cfg["notebooks"]["enabled"]:
+        inits.append(_notebooks_init_container(cfg))
+    ks.init_containers = inits
+
+    ks.extra_labels = {
+        **_existing(c, "extra_labels", {}),
+        "app.kubernetes.io/part-of": "cscale-hub",
+    }
+    ks.profile_list = make_profile_list(kube)

@@ -1,0 +1,99 @@
+"""Running EO-MQS: standalone (``run``), from the CLI, and as a JupyterHub managed service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+SERVICE_NAME = "eo-mqs"
+SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
+
+
+def build_app(cfg: dict[str, Any], prefix: str | None = None):
+    """The FastAPI app for a resolved platform configuration ``cfg``."""
+    from cscale_extensions.services.eomqs.app import create_app
+    from cscale_extensions.services.eomqs.paging_token import resolve_secret
+
+    s = cfg["eomqs"]
+    data_dir = cfg.get("platform", {}).get("data_dir")
+    secret = resolve_secret(s["token_secret"], s["token_secret_file"], data_dir)
+    if prefix is None:
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    return create_app(cfg["federation"]["sites"], s, secret, prefix)
+
+
+def run(
+    cfg: dict[str, Any], host: str = "127.0.0.1", port: int = 8080, prefix: str | None = None
+) -> None:
+    """Serve EO-MQS for ``cfg`` on host:port until stopped (prefix: $JUPYTERHUB_SERVICE_PREFIX or /)."""
+    import uvicorn
+
+    level = cfg["eomqs"]["log_level"]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        build_app(cfg, prefix), host=host, port=port, log_level=level.lower(), access_log=False
+    )
+
+
+def service_spec(cfg: dict[str, Any], port: int) -> dict[str, Any]:
+    """The JupyterHub ``services`` entry of EO-MQS (a hub-managed service on 127.0.0.1:port)."""
+    env = {k: os.environ[k] for k in ("CSCALE_HUB_CONFIG",) if k in os.environ}
+    return {
+        "name": SERVICE_NAME,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [
+            sys.executable,
+            "-m",
+            "cscale_extensions.services.eomqs",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "environment": env,
+        "display": False,
+    }
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from cscale_extensions import config as settings
+
+    try:
+        cfg = settings.load(args.config) if args.config else settings.load_resolved()
+    except settings.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not cfg["federation"]["sites"]:
+        print("warning: federation.sites is empty; EO-MQS will find nothing", file=sys.stderr)
+    run(cfg, args.ip, args.port, args.prefix)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="platform settings (YAML); default: $CSCALE_HUB_CONFIG")
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--prefix",
+        default=None,
+        help="URL path it answers under (default: $JUPYTERHUB_SERVICE_PREFIX or /)",
+    )
+
+
+def add_eomqs_parser(subparsers) -> None:
+    """``cscale-hub eomqs --config FILE [--port N]``: EO-MQS on its own."""
+    p = subparsers.add_parser("eomqs", help="serve EO-MQS, the federated STAC API, on its own")
+    add_arguments(p)
+    p.set_defaults(func=_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m cscale_extensions.services.eomqs",
+        description="EO-MQS, the federated STAC API of C-SCALE Hub",
+    )
+    add_arguments(p)
+    return _cmd(p.parse_args(argv))
