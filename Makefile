@@ -13,11 +13,11 @@ up: setup
 	.venv/bin/cscale-hub up $(ARGS)
 
 test: setup
-	.venv/bin/ruff check cscale_extensions hub_config tests bench
+	.venv/bin/ruff check cscale_extensions hub_config tests bench tools testing
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	.venv/bin/ruff check cscale_extensions hub_config tests bench
+	.venv/bin/ruff check cscale_extensions hub_config tests bench tools testing
 
 docs: setup
 	.venv/bin/cscale-hub config docs > docs/configuration.md
