@@ -65,6 +65,25 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the browser tests of one module (cscale_testing.browser)."""
+    from cscale_testing.browser import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page (its own context: no cookies from another test) in a desktop-sized window."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
 def offline_kubeconfig(tmp_path_factory):
     """A kubeconfig naming a Kubernetes API server that does not exist: KubeSpawner loads one
     when it is created, and building pod manifests never contacts it (the stand-in for the one

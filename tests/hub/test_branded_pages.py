@@ -9,15 +9,11 @@ each test below fails there.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from cscale_testing import LocalStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 BRANDING = {"service_name": "C-SCALE Test Hub",
             "terms_url": "https://example.org/terms", "privacy_url": "https://example.org/privacy",
             "support_url": "mailto:support@example.org"}
@@ -34,21 +30,6 @@ def branded(notebook_source):
     finally:
         leftovers = stack.finish()
         assert not leftovers, f"processes of the stack left running: {leftovers}"
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is required (scripts/apt-packages.txt installs it)"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            yield page
-        finally:
-            browser.close()
 
 
 def _sign_in(page, stack, user: str) -> None:

@@ -3,31 +3,12 @@ JupyterLab, see workflow_notebooks/, open a notebook, run a cell and see its out
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import requests
 from cscale_testing import server_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def page(artifacts):
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is required (scripts/apt-packages.txt installs it)"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            yield page
-        finally:
-            browser.close()
 
 
 def test_login_lab_notebooks_and_a_cell(platform, page, artifacts):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlparse
@@ -34,7 +33,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.skipif(os.getuid() != 0, reason="per-user accounts need the platform to run as root"),
-    pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed"),
 ]
 MALLORY, MEMBER, ADMIN = "orig-mallory", "orig-victim", "orig-admin"
 LOOT_NOTE = "minted-by-mallorys-page"
@@ -133,21 +131,6 @@ def mallory(sec) -> str:
     r = requests.get(server + "trap.html", timeout=30)
     assert r.status_code == 200 and "cat pictures" in r.text, "the trap is not served"
     return server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _browser_login(sec, context, name: str):
