@@ -79,6 +79,48 @@ def test_footprint_and_cloud_cover_come_from_the_pixels(eodata: Path) -> None:
     assert len(covers) > 10  # really computed per scene, not a constant
 
 
+def _block_mean(path: str, shape: tuple[int, int]) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        dn = ds.read(1).astype("float64")
+    fy, fx = dn.shape[0] // shape[0], dn.shape[1] // shape[1]
+    return dn.reshape(shape[0], fy, shape[1], fx).mean(axis=(1, 3))
+
+
+def test_every_item_has_a_cloud_cover_and_the_sentinel2_one_is_recomputable(
+    eodata: Path,
+) -> None:
+    """Issue #23: the Sentinel-2 item lacked ``eo:cloud_cover``. Every item has one now; the
+    S2 one equals the cloud share of its ``cloud-mask`` COG, and that mask is recomputed here
+    from the band COGs with the test stated in s2cloud.py (written again here, not imported)."""
+    catalog = pystac.Catalog.from_file(str(eodata / "stac" / "catalog.json"))
+    items = list(catalog.get_items(recursive=True))
+    assert all(isinstance(i.properties.get("eo:cloud_cover"), float) for i in items)
+    (s2,) = [i for i in items if i.collection_id == "sentinel-2-l1c"]
+    asset = s2.assets["cloud-mask"]
+    classes = {
+        c["value"]: c["name"]
+        for c in asset.extra_fields["raster:bands"][0]["classification:classes"]
+    }
+    assert classes == {0: "clear", 1: "cloud", 255: "no_data"}
+    with rasterio.open(asset.get_absolute_href()) as ds:
+        mask = ds.read(1)
+        assert ds.res == (60.0, 60.0) and ds.nodata == 255
+    valid = mask != 255
+    assert valid.any()
+    assert s2.properties["eo:cloud_cover"] == pytest.approx(
+        100.0 * np.sum(mask == 1) / np.sum(valid), abs=0.01
+    )
+    band = {k: s2.assets[k].get_absolute_href() for k in ("B02", "B03", "B10", "B11")}
+    b10, b02, b03, b11 = (
+        _block_mean(band[k], mask.shape) / 1e4 for k in ("B10", "B02", "B03", "B11")
+    )
+    ndsi = (b03 - b11) / (b03 + b11)
+    cloud = (b10 > 0.012) | ((b02 > 0.2) & (b11 > 0.2) & (ndsi < 0.4))
+    independent = 100.0 * np.sum(cloud & valid) / np.sum(valid)
+    assert s2.properties["eo:cloud_cover"] == pytest.approx(independent, abs=0.01)
+    assert 0.0 < s2.properties["eo:cloud_cover"] < 10.0  # the sample is a clear winter day
+
+
 def test_outputs_are_cogs_readable_by_every_account(eodata: Path) -> None:
     from rio_cogeo.cogeo import cog_validate
 

@@ -17,6 +17,7 @@ from rasterio.shutil import copy as rio_copy
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
+from cscale_extensions.localstack.eodata import s2cloud
 from cscale_extensions.localstack.eodata.scenes import FMASK_CLASSES, Band, Family, Scene
 
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -115,6 +116,14 @@ def build_item(scene: Scene, cog_root: Path) -> pystac.Item:
     _set_proj(proj, item_facts)
     if scene.fmask:
         EOExtension.ext(item).cloud_cover = cloud_cover(cogs["fmask"])
+    elif set(s2cloud.BANDS) <= set(cogs):  # no mask shipped: one from the scene's bands
+        mask, grid = s2cloud.cloud_mask(cogs)
+        raw = out / ".cloud-mask.tif"
+        s2cloud.write_mask(mask, grid, raw)
+        cogs["cloud-mask"] = out / "cloud-mask.tif"
+        to_cog(raw, cogs["cloud-mask"], nodata=255)
+        raw.unlink()
+        EOExtension.ext(item).cloud_cover = s2cloud.cover_percent(mask)
 
     for band in fam.bands:
         _, _, facts = footprint(cogs[band.key])
@@ -156,7 +165,36 @@ def build_item(scene: Scene, cog_root: Path) -> pystac.Item:
         RasterExtension.ext(asset).bands = [qa_band]
         if CLASSIFICATION_SCHEMA not in item.stac_extensions:
             item.stac_extensions.append(CLASSIFICATION_SCHEMA)
+    if "cloud-mask" in cogs:
+        _add_class_asset(
+            item, "cloud-mask", cogs["cloud-mask"], s2cloud.CLOUD_MASK_CLASSES,
+            title="Cloud mask (spectral test of the preparation, not ESA's)",
+            description=s2cloud.DESCRIPTION,
+            roles=["cloud"],
+        )  # fmt: skip
     return item
+
+
+def _add_class_asset(
+    item: pystac.Item, key: str, path: Path, classes: dict[int, str], *, title: str,
+    description: str, roles: list[str],
+) -> None:  # fmt: skip
+    """A uint8 class raster as an asset, its codes machine-readable (classification extension)."""
+    _, _, facts = footprint(path)
+    asset = pystac.Asset(
+        str(path), title=title, description=description, media_type=COG_TYPE, roles=roles
+    )
+    item.add_asset(key, asset)
+    band = RasterBand.create(nodata=255, data_type=DataType.UINT8, spatial_resolution=facts["res"])
+    band.properties["classification:classes"] = [
+        {"value": k, "name": v.replace(" ", "_"), "description": v, **({"nodata": True} if k == 255 else {})}
+        for k, v in classes.items()
+    ]  # fmt: skip
+    RasterExtension.ext(asset).bands = [band]
+    ProjectionExtension.ext(asset).shape = facts["shape"]
+    ProjectionExtension.ext(asset).transform = facts["transform"]
+    if CLASSIFICATION_SCHEMA not in item.stac_extensions:
+        item.stac_extensions.append(CLASSIFICATION_SCHEMA)
 
 
 def build_collection(fam: Family, items: list[pystac.Item]) -> pystac.Collection:

@@ -44,7 +44,8 @@ from cscale_extensions.localstack.eodata.scenes import (
 log = logging.getLogger("cscale.eodata")
 
 #: bump when the output layout or metadata changes, so old outputs are rebuilt
-FORMAT = 2  # 2: classification:classes on CFmask; reference polygons of the S2 scene
+FORMAT = 3  # 2: classification:classes on CFmask; reference polygons of the S2 scene
+# 3: eo:cloud_cover on the S2 scene too, from its cloud-mask asset (s2cloud.py)
 MANIFEST = "manifest.json"
 
 

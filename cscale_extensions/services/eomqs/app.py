@@ -212,17 +212,21 @@ def create_app(
         return out
 
     def item_doc(b: str, item: dict[str, Any]) -> dict[str, Any]:
+        """The item with EO-MQS's links (once per item of every page: kept lean)."""
         out = dict(item)
-        cid = quote(str(item.get("collection", "")), safe="")
-        iid = quote(item["id"], safe="")
-        keep = absolute(fed.links.public(item.get("links")), b)
-        links = [link("self", f"{b}collections/{cid}/items/{iid}", GEOJSON), link("root", b)]
-        if item.get("collection"):
-            links += [
-                link("parent", f"{b}collections/{cid}"),
-                link("collection", f"{b}collections/{cid}"),
-            ]
-        out["links"] = links + keep
+        coll = item.get("collection")
+        cpath = f"{b}collections/{quote(str(coll or ''), safe='')}"
+        links = [
+            {"rel": "self", "href": f"{cpath}/items/{quote(item['id'], safe='')}", "type": GEOJSON},
+            {"rel": "root", "href": b, "type": JSON},
+        ]
+        if coll:
+            links.append({"rel": "parent", "href": cpath, "type": JSON})
+            links.append({"rel": "collection", "href": cpath, "type": JSON})
+        own = item.get("links")
+        if own:
+            links += absolute(fed.links.public(own), b)
+        out["links"] = links
         return out
 
     def ordering_of(c: Any) -> str | None:

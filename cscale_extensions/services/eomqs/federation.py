@@ -29,6 +29,7 @@ from cscale_extensions.services.eomqs.sites import (
     fetch_queryables,
 )
 from cscale_extensions.services.eomqs.validation import SearchParams
+from cscale_extensions.services.eomqs.windows import extent_us
 
 log = logging.getLogger("cscale.eomqs")
 MIB = 1024 * 1024
@@ -246,7 +247,6 @@ class Federation:
 
     async def search(self, params: SearchParams) -> SearchOutcome:
         """One page of a federated search (the first, or the one its token points to)."""
-        merger = Merger(self.http, self.cache, params, self.s["unsorted_max_items"])
         qhash = params.query_hash()
         if params.token:
             state = self.signer.load(params.token, qhash, self.fingerprint)
@@ -266,6 +266,9 @@ class Federation:
         else:
             state = None
             targets, unknown = await self._targets(params)
+        merger = Merger(
+            self.http, self.cache, params, self.s["unsorted_max_items"], self._extents(targets)
+        )
         ttl, now = self.s["capabilities_ttl"], time.monotonic()
         if all(s.caps and now - s.caps.fetched < ttl for s, _ in targets):
             fails: list[SiteFailure | None] = [None] * len(targets)  # known: no round trip
@@ -299,6 +302,31 @@ class Federation:
                 {c.site.name: merger.state(c) for c in cursors}, qhash, self.fingerprint
             )
         return SearchOutcome(page, token, cursors, unknown, params.filter is not None)
+
+    def _extents(self, targets: list[tuple[Site, list[str] | None]]) -> dict[str, tuple[int, int]]:
+        """Per site that cannot sort, the (oldest, newest) instant of the searched collections
+        by their last known metadata (where its datetime windows start: windows.py); none for
+        a site whose collections are unknown or have an open or unreadable extent."""
+        out: dict[str, tuple[int, int]] = {}
+        for site, colls in targets:
+            known = self._site_colls.get(site.name)
+            if known is None or (site.caps and site.caps.sorts):
+                continue
+            intervals: list[Any] = []
+            for coll in known[1]:
+                if colls is not None and coll.get("id") not in colls:
+                    continue
+                ext = coll.get("extent")
+                temporal = ext.get("temporal") if isinstance(ext, dict) else None
+                got = temporal.get("interval") if isinstance(temporal, dict) else None
+                if not isinstance(got, list) or not got:
+                    intervals = []
+                    break
+                intervals.append(got[0])  # the first interval is the overall one (STAC)
+            span = extent_us(intervals) if intervals else None
+            if span is not None:
+                out[site.name] = span
+        return out
 
     def _prefetch(self, wanted: list[tuple[Site, dict[str, Any]]]) -> None:
         """Fetch into the page cache, in the background, site pages the next page will need."""

@@ -32,7 +32,7 @@ from cscale_extensions.services.eomqs.page_cache import (
 )
 from cscale_extensions.services.eomqs.sites import Site, SiteFailure, fetch_page
 from cscale_extensions.services.eomqs.validation import SearchParams
-from cscale_extensions.services.eomqs.windows import Window, window_bounds
+from cscale_extensions.services.eomqs.windows import Window, first_width, window_bounds
 
 try:
     from orjson import dumps, loads
@@ -94,8 +94,10 @@ class Merger:
         cache: PageCache,
         params: SearchParams,
         unsorted_max: int,
+        extents: dict[str, tuple[int, int]] | None = None,
     ):
         self.client = client
+        self.extents = extents or {}  # site -> (oldest, newest) instant by its metadata
         self.cache = cache
         self.params = params
         self.key = key_function(params.sortby)
@@ -303,7 +305,9 @@ class Merger:
         first = full_sort(self.params.sortby)[0]
         if first.field != "properties.datetime":
             return False
-        c.mode, c.win, c.full, c.pos = "w", window_bounds(self.params.datetime, first.desc), [], 0
+        width = first_width(c.site.density, self.params.limit + 1)
+        win = window_bounds(self.params.datetime, first.desc, self.extents.get(c.site.name), width)
+        c.mode, c.win, c.full, c.pos = "w", win, [], 0
         c.sorted_here, c.offset, c.loaded = True, 0, False
         return True
 
@@ -319,7 +323,7 @@ class Merger:
                 if c.pos < len(c.full):
                     self._refill_sorted(c)
                     continue
-                c.win = c.win.next(grow=len(c.full) <= self.params.limit)
+                c.win = c.win.next(len(c.full), self.params.limit + 1)
                 c.full, c.pos, c.loaded = [], 0, False
             if c.win.done:
                 c.mode, c.full = "d", []
@@ -334,6 +338,8 @@ class Merger:
                     continue
                 c.flagged = True  # > unsorted_max items at one instant: not all of them
                 got = []
+            if got and c.win.width > 0:  # sizes the first window of the next search
+                c.site.density = len(got) * c.win.density(loads(got[0][1]))
             c.full, c.pos, c.loaded = got, c.offset, True
             c.offset = 0
             if c.pos < len(c.full):

@@ -77,6 +77,7 @@ class Site:
     caps: Capabilities | None = None
     health: Health | None = None
     latency: float = 0.0  # recent time of a search page (moving average), to ask slow sites first
+    density: float = 0.0  # items per microsecond in its last datetime window read (windows.py)
     _caps_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod

@@ -7,7 +7,16 @@ descending sort, reads that window whole, sorts it, and emits it before asking f
 every item of a later window sorts after every item of this one, so the order is exact. A window
 holding too many items is narrowed (same edge) to where the items read from it suggest half the
 limit lies (a sample of the window, so a few steps at most); one holding fewer than a page makes
-the next twice as wide, so empty stretches of time cost a few requests. Each item is emitted in the window
+the next wider, in proportion to the items it held (2 to 64 times), so empty stretches of time
+cost a few requests.
+
+Where to start: at the search's bound (now, without one), unless the site's collections say
+where their items end (``extent.temporal``; the start for an ascending sort). Then the first
+window reaches from the search's bound to a day beyond that end: one request finds the newest
+items, also when the extent is stale (items after its end are in that window too; too many of
+them narrow it, as any window), so the metadata saves requests and never decides the result. The
+first window's width is what the site's last window read suggests holds about two pages (its
+density of items), a day the first time. Each item is emitted in the window
 holding its sort instant (``datetime``, else ``start_datetime``) only, also when the site returns
 it for other windows its interval intersects. Times are integers of microseconds.
 
@@ -41,7 +50,7 @@ def _us(text: str) -> int:
 EARLIEST = _us("1900-01-01T00:00:00Z")
 
 
-def _instant_us(item: dict[str, Any]) -> int | None:
+def instant_us(item: dict[str, Any]) -> int | None:
     props = item.get("properties")
     props = props if isinstance(props, dict) else {}
     text = props.get("datetime")
@@ -67,6 +76,7 @@ class Window:
     lo: int  # the search's bounds
     hi: int
     narrowed_from: int = 0  # the width before the last narrowing (not in tokens: a hint only)
+    base: int = 0  # a first window reaching to the extent's end: the width its items fill
 
     @property
     def start(self) -> int:
@@ -86,19 +96,21 @@ class Window:
     def holds(self, item: dict[str, Any]) -> bool:
         """Whether the item's sort instant (``datetime``, else ``start_datetime``) is in this
         window (computed from its text exactly, as the site compares it)."""
-        us = _instant_us(item)
+        us = instant_us(item)
         return us is not None and self._in(us)
 
-    def next(self, grow: bool) -> Window:
-        """The adjacent window further in the order; twice as wide when this one held fewer
-        items than a page (not beyond a width that was found to hold too many)."""
-        width = self.width
-        if grow:
-            width = min(self.width * 2, max(self.hi - self.lo, 1))
+    def next(self, held: int, want: int) -> Window:
+        """The adjacent window further in the order. Held fewer than ``want`` items (a page):
+        wider, to about twice ``want`` at the density seen (2 to 64 times as wide, not beyond
+        a width that was found to hold too many); else as wide."""
+        width = self.base or self.width
+        if held < want:
+            factor = min(max(2, -(-2 * want // max(held, 1))), 64)
+            width = min(width * factor, max(self.hi - self.lo, 1))
             if self.narrowed_from:
                 width = min(width, max(self.narrowed_from // 2, self.width))
         edge = self.start - 1 if self.desc else self.end + 1
-        return replace(self, edge=edge, width=width)
+        return replace(self, edge=edge, width=width, base=0)
 
     def narrowed(self, sample: list[dict[str, Any]], cap: int) -> Window:
         """A narrower window at the same edge: to the ``cap // 8``-th nearest instant among
@@ -106,31 +118,59 @@ class Window:
         it, the narrower window holds about ``cap // 8`` of every ``len(sample)`` items),
         64 times narrower when the sample says nothing."""
         instants = sorted(
-            (u for u in (_instant_us(i) for i in sample) if u is not None and self._in(u)),
+            (u for u in (instant_us(i) for i in sample) if u is not None and self._in(u)),
             reverse=self.desc,
         )
         k = max(cap // 8, 1)
         width = self.width // 64
         if len(instants) > k:
             width = min(abs(self.edge - instants[k]), self.width - 1)
-        return replace(self, width=max(width, 0), narrowed_from=self.width)
+        return replace(self, width=max(width, 0), narrowed_from=self.width, base=0)
+
+    def density(self, newest_first: dict[str, Any]) -> float:
+        """One item's share of the stretch of this window its items fill (items per microsecond
+        = the number read times this): from ``newest_first``, the first of them in the order, to
+        the window's far side; an empty stretch before that item (beyond the extent's end) does
+        not count."""
+        us = instant_us(newest_first)
+        far = self.start if self.desc else self.end
+        return 1.0 / max(abs(us - far) if us is not None else self.end - self.start, US)
 
     def _in(self, us: int) -> bool:
         return self.start <= us <= self.end
 
     def as_json(self) -> list[int]:
-        return [int(self.desc), self.edge, self.width, self.lo, self.hi]
+        out = [int(self.desc), self.edge, self.width, self.lo, self.hi]
+        return [*out, self.base] if self.base else out
 
     @classmethod
     def from_json(cls, doc: Any) -> Window:
-        desc, edge, width, lo, hi = (int(v) for v in doc)
-        if width < 0:
+        if not isinstance(doc, list) or len(doc) not in (5, 6):
+            raise ValueError("not a window")
+        desc, edge, width, lo, hi, *base = (int(v) for v in doc)
+        if width < 0 or any(b < 0 for b in base):
             raise ValueError("negative width")
-        return cls(bool(desc), edge, width, lo, hi)
+        return cls(bool(desc), edge, width, lo, hi, base=base[0] if base else 0)
 
 
-def window_bounds(user_datetime: str | None, desc: bool) -> Window:
-    """The first window of a search with the (checked, normalised) ``datetime`` parameter."""
+def first_width(density: float, want: int) -> int:
+    """The width of a first window: about twice ``want`` items at the ``density`` (items per
+    microsecond) of the site's last window read, a day when unknown, at least a second."""
+    if density <= 0:
+        return DAY
+    return max(min(int(2 * want / density), 366 * DAY), US)
+
+
+def window_bounds(
+    user_datetime: str | None,
+    desc: bool,
+    extent: tuple[int, int] | None = None,
+    width: int = DAY,
+) -> Window:
+    """The first window of a search with the (checked, normalised) ``datetime`` parameter,
+    ``width`` wide; ``extent``: (oldest, newest) instant of the site's items by its
+    collections' metadata, the first window then reaching from the search's bound to
+    ``width`` beyond it."""
     lo, hi = EARLIEST, int((time.time() + 86_400) * US)
     if user_datetime:
         a, sep, b = user_datetime.partition("/")
@@ -139,4 +179,25 @@ def window_bounds(user_datetime: str | None, desc: bool) -> Window:
             lo = max(lo, _us(a))
         if b not in ("", ".."):
             hi = _us(b)
-    return Window(desc, hi if desc else lo, DAY, lo, hi)
+    win = Window(desc, hi if desc else lo, width, lo, hi)
+    if extent is not None:
+        inner = extent[1] - width if desc else extent[0] + width
+        reach = hi - inner if desc else inner - lo
+        if reach > width:
+            win = replace(win, width=reach, base=width)
+    return win
+
+
+def extent_us(intervals: list[Any]) -> tuple[int, int] | None:
+    """(oldest, newest) instant of STAC temporal intervals, None when one is open or unreadable."""
+    lo = hi = None
+    for iv in intervals:
+        if not isinstance(iv, list) or len(iv) != 2 or not all(isinstance(t, str) for t in iv):
+            return None
+        try:
+            a, b = _us(iv[0]), _us(iv[1])
+        except (ValueError, IndexError):
+            return None
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    return None if lo is None or hi is None else (lo, hi)
