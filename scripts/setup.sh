@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything C-SCALE Hub needs on this machine: Debian packages,
-# the Python environment (.venv, from requirements.lock), node packages, helper binaries.
+# the Python environment (.venv, exactly requirements-test.lock), node packages, helper binaries.
 # Called by `make up` and `make test`; safe to run again (it skips what is already current).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,18 +49,27 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 mkdir -p "$STAMPS"
-if ! .venv/bin/python -c 'import uv' 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check "uv==0.13.8"
+UV_VERSION=0.13.8
+if [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
-lock_sum=$(cat requirements.lock pyproject.toml testing/pyproject.toml | sha256sum | cut -c1-16)
-if [ ! -f "$STAMPS/py-$lock_sum" ]; then
-  say "installing Python packages from requirements.lock"
-  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -r requirements.lock
-  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
-  # the test harness (cscale_testing): its own distribution, never in the wheel or the images
-  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e testing
-  rm -f "$STAMPS"/py-*; touch "$STAMPS/py-$lock_sum"
+# The venv must hold exactly requirements-test.lock (the runtime lock plus the test extra, see
+# the Makefile's `lock` target) and our two distributions, editable: the product and the test
+# harness (testing/, no deps of its own). Checked against the venv itself on every run, not a
+# stamp: `uv pip sync --dry-run` compares what is installed with the lock, and anything added,
+# removed or at another version is synced back (--strict: and every dependency is present).
+editables=$STAMPS/editables.txt
+printf -- '-e file://%s\n-e file://%s/testing\n' "$ROOT" "$ROOT" > "$editables"
+sync=(.venv/bin/uv pip sync --python .venv/bin/python --strict requirements-test.lock "$editables")
+if ! plan=$("${sync[@]}" --dry-run 2>&1); then
+  say "error: requirements-test.lock cannot be installed:"; printf '%s\n' "$plan"; exit 1
 fi
+if ! grep -q '^Would make no changes' <<<"$plan"; then
+  say "syncing .venv with requirements-test.lock:"
+  grep -E '^ [-+~] ' <<<"$plan" | head -40 || true
+  "${sync[@]}" -q
+fi
+rm -f "$STAMPS"/py-*
 # editable installs skip data-files: put the single-user server settings in place
 install -D -m 0644 share/jupyter-server-config/cscale_extensions.json \
   .venv/etc/jupyter/jupyter_server_config.d/cscale_extensions.json

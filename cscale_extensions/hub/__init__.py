@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cscale_extensions.hub import servertls
 from cscale_extensions.hub.auth import CScaleAuthenticator
 from cscale_extensions.hub.environment import public_url, user_environment
 from cscale_extensions.hub.origins import configure_origins
@@ -98,6 +99,11 @@ def configure_local_hub(c, cfg: dict[str, Any]) -> None:
     c.ConfigurableHTTPProxy.should_start = False  # the launcher runs it, so it survives hub restarts
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{h['proxy_api_port']}"
     c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{data / 'hub' / 'jupyterhub.sqlite'}"
+    # an existing data dir survives a JupyterHub upgrade: on start JupyterHub copies the sqlite
+    # file to jupyterhub.sqlite.<timestamp>, then migrates the schema (z2jh does so for its
+    # sqlite-pvc, TLJH always). A database of the operator's own (hub.db_url) is not migrated
+    # unasked: the hub stops naming `jupyterhub upgrade-db`, to run after a backup.
+    c.JupyterHub.upgrade_db = c.JupyterHub.db_url.startswith("sqlite:///")
     c.JupyterHub.cookie_secret_file = str(data / "secrets" / "cookie_secret")
     c.JupyterHub.pid_file = str(data / "hub" / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = h["cleanup_servers"]
@@ -155,6 +161,8 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
             raise ValueError("spawner.backend system-users needs the platform to run as root")
         c.JupyterHub.spawner_class = SystemUserSpawner
         c.SystemUserSpawner.homes_dir = str(data / "homes")
+        if cfg["platform"]["deployment"] == "local":  # the launcher's proxy trusts this CA
+            c.SystemUserSpawner.server_tls_dir = str(data / servertls.DATA_SUBDIR)
     else:
         log.warning(
             "spawner.backend same-user: every user server runs as %s; users are NOT isolated "

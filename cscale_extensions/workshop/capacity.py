@@ -2,7 +2,7 @@
 
 Starts a few probe servers through the hub (concurrently, timing each spawn), finds each
 server's process tree from its PID (the hub's server state, ``admin:server_state``), runs a
-small cell in a kernel, and reads from /proc: PSS (proportional set size: shared libraries
+small cell in a kernel, and reads with psutil: PSS (proportional set size: shared libraries
 counted once across servers, so N x PSS is what N servers take), RSS, and CPU time, plus the
 CPU an idle server with a kernel uses over a few seconds. Local spawners only (the servers'
 processes must be on this machine).
@@ -18,46 +18,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
-import requests
+import psutil
 
-from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.kernelclient import delete_kernel, run_in_kernel, start_kernel
 from cscale_extensions.workshop.hubapi import HubAPI
 from cscale_extensions.workshop.model import Workshop, WorkshopError, save
 from cscale_extensions.workshop.prewarm import prewarm
 
 CELL = "import numpy as np\nx = np.random.rand(500, 500)\nprint(float((x @ x).sum()) > 0)"
-TICK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
 
 
-def children_map() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out.setdefault(ppid, []).append(int(d.name))
-    return out
-
-
-def tree(pid: int) -> list[int]:
-    kids = children_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def _kb(text: str, key: str) -> int:
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+def tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and all its descendants (none if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def tree_usage(pid: int) -> dict[str, float]:
@@ -66,19 +44,19 @@ def tree_usage(pid: int) -> dict[str, float]:
     procs = 0
     for p in tree(pid):
         try:
-            roll = Path(f"/proc/{p}/smaps_rollup").read_text()
-            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            mem = p.memory_full_info()  # smaps: PSS, the share of shared pages
+            times = p.cpu_times()
+        except psutil.Error:
             continue
         procs += 1
-        pss += _kb(roll, "Pss") / 1024
-        rss += _kb(roll, "Rss") / 1024
-        cpu += (int(stat[11]) + int(stat[12])) / TICK
+        pss += mem.pss / MIB
+        rss += mem.rss / MIB
+        cpu += times.user + times.system
     return {"pss_mib": pss, "rss_mib": rss, "cpu_s": cpu, "processes": procs}
 
 
 def mem_available_mib() -> float:
-    return _kb(Path("/proc/meminfo").read_text(), "MemAvailable") / 1024
+    return psutil.virtual_memory().available / MIB
 
 
 @dataclass
@@ -196,22 +174,18 @@ def measure(
         for n in names:
             server = api.user(n)["servers"][""]
             pid = (server.get("state") or {}).get("pid")
-            if not pid or not Path(f"/proc/{pid}").exists():
+            if not pid or not psutil.pid_exists(pid):
                 raise WorkshopError(
                     "the servers' processes are not on this machine (or the token lacks "
                     "admin:server_state); capacity measures local spawners only"
                 )
             token = api.token_for(n, "capacity probe", 600)
             url = urljoin(hub_url, server["url"])  # absolute with per-user hosts
-            r = requests.post(
-                f"{url}api/kernels",
-                json={"name": "python3"},
-                headers={"Authorization": f"token {token}"},
-                timeout=60,
-            )
-            r.raise_for_status()
-            kid = r.json()["id"]
-            run_in_kernel(url, token, CELL, kernel_id=kid)
+            try:
+                kid = start_kernel(url, token)
+                run_in_kernel(url, token, CELL, kernel_id=kid)
+            except (RuntimeError, OSError) as exc:  # incl. TimeoutError, requests' errors
+                raise WorkshopError(f"the probe server of {n} cannot run a cell: {exc}") from exc
             kernels.append((n, pid, url, token, kid))
         for _n, pid, *_ in kernels:
             cap.per_server.append(tree_usage(pid))
@@ -220,9 +194,7 @@ def measure(
         after = [tree_usage(pid)["cpu_s"] for _n, pid, *_ in kernels]
         cap.idle_cpu = [(a - b) / idle_seconds for a, b in zip(after, before, strict=True)]
         for _n, _pid, url, token, kid in kernels:
-            requests.delete(
-                f"{url}api/kernels/{kid}", headers={"Authorization": f"token {token}"}, timeout=30
-            )
+            delete_kernel(url, token, kid)
     finally:
         for n in names:
             api.stop(n)

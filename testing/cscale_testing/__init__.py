@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
+import psutil
 import requests
 import yaml
 
@@ -183,6 +184,28 @@ class LocalStack:
     @property
     def stack_id(self) -> str:
         return self.info["stack_id"]
+
+    def service_process(self, module: str) -> psutil.Process:
+        """The live process of this stack running ``python -m <module>`` (a hub service)."""
+        for pid in stack_processes(self.stack_id):
+            try:
+                proc = psutil.Process(pid)
+                if proc.cmdline()[1:3] == ["-m", module]:
+                    return proc
+            except psutil.Error:
+                continue
+        raise LookupError(f"no process of this stack runs python -m {module}")
+
+    def child_pid(self, argv_part: str) -> int:
+        """PID of the launcher's live direct child whose command line contains ``argv_part``."""
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                if (argv_part in " ".join(child.cmdline())
+                        and child.status() != psutil.STATUS_ZOMBIE):
+                    return child.pid
+            except psutil.Error:
+                continue
+        raise LookupError(f"no child of the launcher runs {argv_part!r}")
 
     def login(self, username: str, password: str | None = None) -> requests.Session:
         return oidc_login(self.url, username, password or self.credentials[username])

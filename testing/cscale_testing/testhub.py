@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import requests
 
 from cscale_extensions.net import free_port, http_ready, wait_for
@@ -213,14 +214,13 @@ class MiniHub:
 
     def _kill_leftovers(self) -> None:
         """Processes this hub started that outlive it (detached executors and their kernels)."""
-        needle = f"{MARKER}={self.id}".encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        for proc in psutil.process_iter():
+            if proc.pid == os.getpid():
                 continue
             try:
-                if needle in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
+                if proc.environ().get(MARKER) == self.id:
+                    proc.kill()
+            except (psutil.Error, OSError):
                 pass
 
 

@@ -11,6 +11,7 @@ import pwd
 import signal
 import time
 
+import psutil
 import pytest
 import requests
 from cscale_testing import LocalStack, server_url
@@ -81,13 +82,7 @@ def test_ctrl_c_leaves_no_process_behind(stack):
     assert stack_processes(stack.stack_id) == []
     if os.getuid() == 0:
         uid = pwd.getpwnam(user).pw_uid
-        owned = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) == uid and alive(int(p))]
+        owned = [p.pid for p in psutil.process_iter(["uids"])
+                 if p.info["uids"] and p.info["uids"].effective == uid and alive(p.pid)]
         assert owned == [], f"processes of {user} still running: {owned}"
     assert "stopped." in stack.log()
-
-
-def _uid(pid: str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None

@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 from cscale_testing import LocalStack
-
-from cscale_extensions.localstack.sites.pgstac_site import PgCluster
-from cscale_extensions.localstack.supervisor import Supervisor
-from cscale_extensions.net import free_port
+from cscale_testing.postgres import Postgres
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def postgres():
-    root = Path(tempfile.mkdtemp(prefix="cscale-hubdb-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    cluster = PgCluster(root / "sites", free_port())
-    sup = Supervisor(root / "logs", "hubdb-test")
-    try:
-        sup.start(cluster.postgres_spec())
-        cluster.wait_accepting()
-        with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE jupyterhub")
-        yield cluster
-    finally:
-        sup.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with Postgres(prefix="cscale-hubdb-") as pg:
+        pg.create_database("jupyterhub")
+        yield pg
 
 
 def test_hub_state_lives_in_postgresql_across_restarts(postgres):
-    url = postgres.dsn("jupyterhub").replace("postgresql://", "postgresql+psycopg://", 1)
+    url = postgres.database_url("jupyterhub", "postgresql+psycopg")
     config = {"hub": {"db_url": url}, "federation": {"embedded_sites": False},
               "dask_gateway": {"enabled": False}}
     first = LocalStack(config=config).start()
@@ -47,7 +31,7 @@ def test_hub_state_lives_in_postgresql_across_restarts(postgres):
                             timeout=30).status_code == 200
     finally:
         assert first.stop() == []
-    with psycopg.connect(postgres.dsn("jupyterhub")) as conn:
+    with psycopg.connect(postgres.database_url("jupyterhub")) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM users")}
         groups = {r[0] for r in conn.execute("SELECT name FROM groups")}
     assert "demo-member" in names and "vo.cscale.eu" in groups

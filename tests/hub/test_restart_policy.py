@@ -39,22 +39,6 @@ def test_policy_counts_restarts_per_process_within_the_window():
     assert RestartPolicy(limit=0, window=60).allow("hub") == (False, 0)
 
 
-def _child_pid(stack: LocalStack, argv_part: str) -> int:
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[-1].split()
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[1]) == stack.proc.pid and argv_part in cmd and fields[0] != "Z":
-            return int(entry.name)
-    raise LookupError(f"no child of the launcher runs {argv_part!r}")
-
-
 def _wait(check, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -93,9 +77,9 @@ def test_crashed_hub_and_proxy_come_back_and_nothing_is_lost(stack):
         return api.get(stack.url + "hub/api/user", timeout=10).status_code == 200
 
     for name, argv_part in (("hub", "jupyterhub -f"), ("proxy", "configurable-http-proxy")):
-        pid = _child_pid(stack, argv_part)
+        pid = stack.child_pid(argv_part)
         os.kill(pid, signal.SIGKILL)
-        assert _wait(lambda p=pid, a=argv_part: _child_pid(stack, a) != p, 120), (
+        assert _wait(lambda p=pid, a=argv_part: stack.child_pid(a) != p, 120), (
             f"the launcher did not restart the {name}:\n{stack.log()}"
         )
         assert stack.proc.poll() is None, f"the stack stopped after the {name} crash"
@@ -112,7 +96,7 @@ def test_crashed_hub_and_proxy_come_back_and_nothing_is_lost(stack):
 def test_past_the_limit_the_stack_stops_and_says_why():
     st = LocalStack(config={**LEAN, "platform": {"restart_limit": 0}}).start()
     try:
-        pid = _child_pid(st, "configurable-http-proxy")
+        pid = st.child_pid("configurable-http-proxy")
         os.kill(pid, signal.SIGKILL)
         st.proc.wait(120)
         assert st.proc.returncode == 1

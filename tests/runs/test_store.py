@@ -1,78 +1,23 @@
-"""The run store on sqlite and on a real PostgreSQL 15 (started here), and request validation."""
+"""The run store on sqlite and on a real PostgreSQL 15 (cscale_testing.postgres), and request
+validation."""
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
+from cscale_testing.postgres import Postgres
 from pydantic import ValidationError
 
-from cscale_extensions.net import free_port, port_open, wait_for
 from cscale_extensions.services.runs.dispatcher import next_fire
 from cscale_extensions.services.runs.models import RunRequest, ScheduleRequest, SweepRequest
 from cscale_extensions.services.runs.store import Store, engine_for
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
 
 @pytest.fixture(scope="module")
 def pg_url():
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL 15 is not installed")
-    root = os.getuid() == 0
-    d = Path(tempfile.mkdtemp(prefix="runs-pg-", dir="/tmp"))
-    prefix = ["runuser", "-u", "postgres", "--"] if root else []
-    if root:
-        pw = pwd.getpwnam("postgres")
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-    subprocess.run(
-        [
-            *prefix,
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(d / "data"),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            *prefix,
-            str(PG_BIN / "postgres"),
-            "-D",
-            str(d / "data"),
-            "-p",
-            str(port),
-            "-k",
-            str(d),
-            "-h",
-            "127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert wait_for(lambda: port_open("127.0.0.1", port), 60, 0.2)
-        time.sleep(0.5)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # fast shutdown
-        proc.wait(30)
-        shutil.rmtree(d, ignore_errors=True)
+    with Postgres(prefix="runs-pg-") as pg:
+        yield pg.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+import psutil
 import requests
 from cscale_testing import FORM_ACTION, LocalStack, server_url, xsrf_headers
 
@@ -34,6 +35,7 @@ from cscale_extensions.localstack.oidc import accounts, embedded
 from cscale_extensions.localstack.supervisor import Supervisor
 from cscale_extensions.net import free_port, wait_for
 from cscale_extensions.privatefiles import write_json_private
+from cscale_extensions.processes import alive
 
 CLIENT_ID = "cscale-hub"
 VO = "vo.cscale.eu"
@@ -334,17 +336,7 @@ def hub_pid(stack: LocalStack) -> int:
 
 def child_pid(stack: LocalStack, argv_part: str) -> int:
     """PID of the launcher's direct child whose command line contains ``argv_part``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(stat[1]) == stack.proc.pid and argv_part in cmd and stat[0] != "Z":
-            return int(entry.name)
-    raise LookupError(f"no child of the launcher runs {argv_part!r}")
+    return stack.child_pid(argv_part)
 
 
 @dataclass
@@ -368,17 +360,13 @@ def restart_process(
     pid: int, sig: int, log_file: Path, ready: Callable[[], bool], timeout: float = 120
 ) -> Replaced:
     """Kill ``pid`` with ``sig``, wait until it is gone, start it again the same way."""
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    env_items = Path(f"/proc/{pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
-    env = dict(item.decode().split("=", 1) for item in env_items if b"=" in item)
-    cwd = os.readlink(f"/proc/{pid}/cwd")
+    old = psutil.Process(pid)
+    argv, env, cwd = old.cmdline(), old.environ(), old.cwd()
     os.kill(pid, sig)
-    assert wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 60), (
-        f"{pid} did not exit"
-    )
+    assert wait_for(lambda: not alive(pid), 60), f"{pid} did not exit"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [a.decode() for a in argv],
+            argv,
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -394,13 +382,6 @@ def restart_process(
         replaced.stop()
         raise AssertionError(f"the restarted process {argv[0]!r} did not come back; see {log_file}")
     return replaced
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from cscale_testing import LocalStack, server_url
@@ -43,17 +42,7 @@ def stack():
 
 def runs_service_pid(stack: LocalStack) -> int:
     """The runs service the hub started for this stack."""
-    needle = str(stack.state_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"cscale_extensions.services.runs\0" in cmd and needle in cmd:
-            return int(entry.name)
-    raise LookupError("no runs service process of this stack")
+    return stack.service_process("cscale_extensions.services.runs").pid
 
 
 def _servers(stack: LocalStack, token: str, user: str) -> dict:

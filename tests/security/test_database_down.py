@@ -15,8 +15,8 @@ import psycopg
 import pytest
 import requests
 from cscale_testing import LocalStack, server_url
+from cscale_testing.postgres import Postgres
 from cscale_testing.testhub import CHP, MiniHub, Runs, notebook
-from faultkit import Postgres
 
 from cscale_extensions.net import wait_for
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from seckit import Replaced, child_pid, hub_pid, launcher_paused, restart_process
 
-from cscale_extensions.kernelclient import run_in_kernel, start_busy_kernel
+from cscale_extensions.kernelclient import run_in_kernel, start_busy_kernel, start_kernel
 from cscale_extensions.net import http_ready, port_open
 from cscale_extensions.processes import stack_processes
 
@@ -33,12 +33,7 @@ def world(sec):
     sec.member(USER)
     token = sec.token(USER)
     server = sec.start_server(token, USER)
-    stateful = requests.post(
-        server + "api/kernels",
-        json={"name": "python3"},
-        headers={"Authorization": f"token {token}"},
-        timeout=60,
-    ).json()["id"]
+    stateful = start_kernel(server, token)
     run_in_kernel(server, token, "x = 42", kernel_id=stateful)
     run_in_kernel(server, token, "open('keep.txt', 'w').write('still here')")
     busy = start_busy_kernel(server, token, 1800)
@@ -176,9 +171,11 @@ def _service_processes(sec) -> dict[int, tuple[str, int]]:
     out = {}
     for pid in stack_processes(sec.stack.stack_id):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
-        except (OSError, ValueError):
+            proc = psutil.Process(pid)
+            argv, ppid = proc.cmdline(), proc.ppid()
+        except psutil.Error:
+            continue
+        if not argv:
             continue
         if argv[0].endswith("dask-gateway-server"):
             out[pid] = ("dask-gateway", ppid)

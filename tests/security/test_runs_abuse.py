@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
 import requests
@@ -69,19 +68,7 @@ def hostile_notebook(kind: str) -> dict:
 
 def service_rss(sec: SecStack) -> int:
     """Resident memory (bytes) of this stack's runs service."""
-    needle = str(sec.stack.state_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            if b"cscale_extensions.services.runs\0" in cmd and needle in cmd:
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    raise LookupError("no runs service process of this stack")
+    return sec.stack.service_process("cscale_extensions.services.runs").memory_info().rss
 
 
 def user_runs(sec: SecStack, name: str) -> Runs:

@@ -23,7 +23,7 @@ import pytest
 import requests
 from seckit import MAX_PROCESSES, MEM_LIMIT, assert_clean_page, child_pid, hub_pid
 
-from cscale_extensions.kernelclient import run_in_kernel
+from cscale_extensions.kernelclient import delete_kernel, run_in_kernel, start_kernel
 from cscale_extensions.userlimits import parse_bytes
 
 rel = pytest.mark.reliability
@@ -173,9 +173,7 @@ def test_fork_bomb_stops_at_the_process_limit(sec, hog):
 )
 def test_server_start_at_the_process_limit_is_a_clear_error(sec, hog):
     token, url = hog
-    hdr = {"Authorization": f"token {token}"}
-    kid = requests.post(url + "api/kernels", json={"name": "python3"}, headers=hdr,
-                        timeout=60).json()["id"]
+    kid = start_kernel(url, token)
     fill = "\n".join([
         "import os, time",
         "pids = []",
@@ -206,7 +204,7 @@ def test_server_start_at_the_process_limit_is_a_clear_error(sec, hog):
             "for pid in pids: os.kill(pid, signal.SIGKILL)",
             "for pid in pids: os.waitpid(pid, 0)",
         ]), kernel_id=kid, timeout=120)
-        requests.delete(url + f"api/kernels/{kid}", headers=hdr, timeout=30)
+        delete_kernel(url, token, kid)
         api.delete(sec.url + f"hub/api/users/{USER}/servers/at-limit", json={"remove": True},
                    timeout=60)
 

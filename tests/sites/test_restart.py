@@ -8,12 +8,14 @@ import shutil
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
 from cscale_extensions.localstack.sites.pgstac_site import PgCluster
 from cscale_extensions.localstack.supervisor import Supervisor, stack_processes
 from cscale_extensions.net import free_port
+from cscale_extensions.processes import alive
 
 from .conftest import needs_postgres, start_federation, world_readable_tmpdir
 
@@ -37,12 +39,12 @@ def test_restart_reuses_the_cluster_and_reloads_idempotently(data_dir: Path) -> 
         try:
             count1, href1 = _eodc_state(first)
             (postmaster,) = [pid for pid in stack_processes(first.stack_id) if _is_postgres(pid)]
-            pg_pids = [postmaster, *_children(postmaster)]
+            pg_pids = [postmaster, *(c.pid for c in psutil.Process(postmaster).children())]
             assert len(pg_pids) > 1  # postmaster and its helpers
         finally:
             first.supervisor.stop()
         assert not stack_processes(first.stack_id)
-        assert not any(Path(f"/proc/{p}").exists() and _is_postgres(p) for p in pg_pids)
+        assert not any(alive(p) and _is_postgres(p) for p in pg_pids)
         assert not (target / "sites" / "pg" / "postmaster.pid").exists()  # clean shutdown
 
         if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to postgres
@@ -69,18 +71,6 @@ def test_restart_reuses_the_cluster_and_reloads_idempotently(data_dir: Path) -> 
 
 def _is_postgres(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip().startswith("postgres")
-    except OSError:
+        return psutil.Process(pid).name().startswith("postgres")
+    except psutil.Error:
         return False
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                    out.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out

@@ -25,12 +25,14 @@ LAUNCHER_SIDE = (f"{PACKAGE}.localstack", f"{PACKAGE}.cli")
 PROCESSES = {
     "hub": ["hub", "workshop.hub"],
     "dask-gateway": ["gateway"],
+    "dask scheduler/worker": ["dashboard_guard.preload"],
     "eo-mqs": ["services.eomqs.__main__", "services.eomqs.app"],
     "runs service": ["services.runs.__main__", "services.runs.app"],
     "user server": ["singleuser.activity", "singleuser.contents", "singleuser.token",
                     "singleuser.seed_notebooks", "workshop.fetch", "services.runs.executor",
                     "services.runs.forkserver", "services.runs.active"],
-    "kernel": ["notebook.helpers", "notebook.bands", "notebook.stats", "notebook.openeo_local"],
+    "kernel": ["notebook.helpers", "notebook.bands", "notebook.stats", "notebook.openeo_local",
+               "notebook.sites"],
 }
 OUTSIDE_PRODUCT = ("cscale_testing", "tools")
 

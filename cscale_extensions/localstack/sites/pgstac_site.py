@@ -18,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from cscale_extensions.localstack.sites.documents import site_documents
 from cscale_extensions.localstack.sites.layout import SiteDef
 from cscale_extensions.localstack.supervisor import ProcessSpec
+from cscale_extensions.processes import alive
 
 log = logging.getLogger("cscale.sites")
 
@@ -171,23 +174,19 @@ class PgCluster:
         """Stop a postmaster of this cluster left running by an earlier run that died."""
         try:
             pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
+            cmdline = psutil.Process(pid).cmdline()
+        except (OSError, ValueError, psutil.Error):
             return
-        if (
-            not cmdline
-            or not cmdline[0].endswith(b"postgres")
-            or str(self.pgdata).encode() not in cmdline
-        ):
+        if not cmdline or not cmdline[0].endswith("postgres") or str(self.pgdata) not in cmdline:
             return
         log.warning(
             "stopping PostgreSQL (pid %s) left running on %s by an earlier run", pid, self.pgdata
         )
         os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             raise SiteSetupError(
                 f"PostgreSQL (pid {pid}) of an earlier run on {self.pgdata} does not stop"
             )
@@ -225,14 +224,6 @@ class PgCluster:
                         f"PostgreSQL on port {self.port} does not accept connections: {exc}"
                     ) from None
                 time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def load_site(cluster: PgCluster, site: SiteDef, eodata: Path, asset_base: str) -> None:
