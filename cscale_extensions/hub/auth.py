@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import hmac
 import json
 import re
 import time
-import urllib.request
-from functools import cache
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
@@ -35,20 +34,27 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
 
 from cscale_extensions.config import entitlements
+from cscale_extensions.hub.discovery import Discovery, DiscoveryUnavailable
 from cscale_extensions.hub.idtoken import IdTokenError, allowed_algorithms, verify_id_token
 
 _POSIX_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
+#: set while oauthenticator's refresh_user checks the stored access token: a 401 from userinfo
+#: then means "refresh me", not "refuse this sign-in"
+_REFRESHING: contextvars.ContextVar[bool] = contextvars.ContextVar("cscale_refreshing", default=False)
+
 class IdpUnavailable(web.HTTPError):
     """The identity provider did not answer (or answered 5xx): 503, try again later."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after: int = 30) -> None:
         super().__init__(
             503,
             "The identity provider is not reachable right now, so the sign-in cannot be "
             "completed. Please try again in a few minutes.",
         )
+        # JupyterHub's error page sets an HTTPError's ``headers`` on the response
+        self.headers = {"Retry-After": str(max(1, int(retry_after)))}
 
 
 def _oauth_error(exc: HTTPClientError) -> str:
@@ -78,6 +84,11 @@ def _cookie_secret(handler) -> bytes:
 class NonceLoginHandler(OAuthLoginHandler):
     """OAuthenticator's login handler, adding an OIDC ``nonce`` bound to the request's state."""
 
+    async def get(self) -> None:
+        # the authorize URL may come from discovery: fetched here without blocking the hub
+        await self.authenticator.ensure_endpoints()
+        return super().get()
+
     def authorize_redirect(self, *args: Any, **kwargs: Any) -> None:
         extra = dict(kwargs.get("extra_params") or {})
         if "openid" in (kwargs.get("scope") or []) and extra.get("state"):
@@ -86,20 +97,12 @@ class NonceLoginHandler(OAuthLoginHandler):
         super().authorize_redirect(*args, **kwargs)
 
 
-@cache
-def discover(issuer: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The issuer's OpenID Connect discovery document (fetched once per process)."""
-    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            doc = json.load(resp)
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"OIDC discovery failed for {url}: {exc}") from exc
-    if doc.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
-        raise RuntimeError(
-            f"OIDC discovery at {url} names issuer {doc.get('issuer')!r}, expected {issuer!r}"
-        )
-    return doc
+# endpoint traits filled from the discovery document unless configured
+_DISCOVERED = {
+    "authorize_url": "authorization_endpoint",
+    "token_url": "token_endpoint",
+    "userdata_url": "userinfo_endpoint",
+}
 
 
 def posix_username(name: str) -> str:
@@ -216,22 +219,38 @@ class CScaleAuthenticator(GenericOAuthenticator):
     def _http_client_default(self):
         return AsyncHTTPClient(force_instance=True, max_clients=self.http_max_connections)
 
-    def _discovered(self, key: str) -> str:
+    _discovery: Discovery | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # endpoints the operator set (config or arguments); the others come from discovery
+        self._configured_endpoints = {t for t in _DISCOVERED if self.trait_has_value(t)}
+
+    async def discovery_document(self) -> dict[str, Any]:
+        """The issuer's discovery document (cached, backed off; hub/discovery.py); an
+        unreachable issuer is IdpUnavailable (503 with Retry-After)."""
+        if self._discovery is None:
+            self._discovery = Discovery(
+                self.oidc_issuer, timeout=self.discovery_timeout, client=self.http_client
+            )
+        try:
+            return await self._discovery.get()
+        except DiscoveryUnavailable as exc:
+            self.log.warning("%s", exc)
+            raise IdpUnavailable(exc.retry_after) from None
+
+    async def ensure_endpoints(self) -> None:
+        """Fill authorize/token/userinfo URLs the operator did not set from discovery."""
         if not self.oidc_issuer:
-            return ""
-        return discover(self.oidc_issuer, self.discovery_timeout).get(key, "")
-
-    @default("authorize_url")
-    def _authorize_url_default(self):
-        return self._discovered("authorization_endpoint")
-
-    @default("token_url")
-    def _token_url_default(self):
-        return self._discovered("token_endpoint")
-
-    @default("userdata_url")
-    def _userdata_url_default(self):
-        return self._discovered("userinfo_endpoint")
+            return
+        missing = [t for t in _DISCOVERED if t not in self._configured_endpoints]
+        if not missing:
+            return
+        doc = await self.discovery_document()
+        for trait in missing:
+            value = str(doc.get(_DISCOVERED[trait], ""))
+            if getattr(self, trait) != value:
+                setattr(self, trait, value)
 
     @default("logout_redirect_url")
     def _logout_redirect_url_default(self):
@@ -318,6 +337,7 @@ class CScaleAuthenticator(GenericOAuthenticator):
         """The token response, with its ID token verified (403 when it does not verify).
 
         A refused code (expired, used, forged) is a 403 page, an unreachable IdP a 503 page."""
+        await self.ensure_endpoints()
         try:
             token_info = await super().get_token_info(handler, params)
         except HTTPClientError as exc:
@@ -342,7 +362,7 @@ class CScaleAuthenticator(GenericOAuthenticator):
                     403, "The identity provider returned no ID token; log in again."
                 )
             return token_info  # refresh responses need not carry one
-        doc = discover(self.oidc_issuer, self.discovery_timeout)
+        doc = await self.discovery_document()
         try:
             algorithms = allowed_algorithms(doc)
             claims = await asyncio.to_thread(
@@ -381,12 +401,15 @@ class CScaleAuthenticator(GenericOAuthenticator):
         """userinfo, checked to be about the subject of the verified ID token.
 
         An unreachable or failing userinfo endpoint is a 503 page, a refused one a 403 page."""
+        await self.ensure_endpoints()
         try:
             user_info = await super().token_to_user(token_info)
         except HTTPClientError as exc:
             if exc.code >= 500:  # 599: timeout or no answer
                 self.log.warning("userinfo endpoint %s failed: %s", self.userdata_url, exc)
                 raise IdpUnavailable() from None
+            if exc.code == 401 and _REFRESHING.get():
+                raise  # a stale access token: oauthenticator's refresh exchanges the refresh token
             self.log.info("userinfo endpoint %s refused the request: %s", self.userdata_url, exc)
             raise web.HTTPError(
                 403, "The identity provider refused to describe this sign-in; log in again."
@@ -525,4 +548,8 @@ class CScaleAuthenticator(GenericOAuthenticator):
                         "Fresh token of %s does not work (%s); login required", user.name, exc
                     )
                     return False
-        return await super().refresh_user(user, handler, **kwargs)
+        reset = _REFRESHING.set(True)
+        try:
+            return await super().refresh_user(user, handler, **kwargs)
+        finally:
+            _REFRESHING.reset(reset)

@@ -139,6 +139,11 @@ def _notebooks_init_container(cfg: dict[str, Any]) -> dict[str, Any]:
     return home_init_container(cfg, "seed-notebooks", command)
 
 
+def _literal(value: str) -> str:
+    """``value`` escaped for KubeSpawner's ``str.format`` expansion (renders as itself)."""
+    return value.replace("{", "{{").replace("}", "}}") if isinstance(value, str) else value
+
+
 def _merged_env(c) -> dict[str, str]:
     env: dict[str, str] = {}
     for section in ("Spawner", "KubeSpawner"):
@@ -203,7 +208,9 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
         ks.cpu_limit = float(spawner["cpu_limit"])
 
     env = _merged_env(c)
-    env.update(user_environment(cfg))
+    # KubeSpawner expands {username}-style fields in environment values with str.format: our
+    # values are literal (e.g. JSON of the compute sites), so their braces are escaped
+    env.update({k: _literal(v) for k, v in user_environment(cfg).items()})
     env["CSCALE_DEPLOYMENT"] = "kubernetes"
     ks.environment = env
 

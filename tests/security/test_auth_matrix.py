@@ -309,6 +309,7 @@ def test_idp_down_during_login(sec):
         r = s.get(callback, timeout=60)
         assert r.status_code == 503, f"HTTP {r.status_code}"
         assert "not reachable" in r.text and "Traceback" not in r.text
+        assert int(r.headers["Retry-After"]) >= 1
         assert not logged_in(s)
     finally:
         sec.idp.supervisor.start(sec.idp.spec)

@@ -232,17 +232,7 @@ def test_a_rotated_refresh_token_replaces_the_old_one(idp, hub_user):
     assert asyncio.run(go())["auth_state"]["refresh_token"] == "rt-2"
 
 
-USERINFO_401_BUG = (
-    "hub/auth.py token_to_user turns userinfo's 401 (an access token the provider no longer "
-    "accepts: revoked, or unknown after a provider restart) into web.HTTPError(403); "
-    "oauthenticator's refresh_user falls back to the refresh token only on HTTPClientError "
-    "4xx, so refresh_user raises instead: every request of that user is a 403 page "
-    "(get_current_user fails in prepare, the login page included) instead of a refresh or a "
-    "redirect to log in"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=USERINFO_401_BUG)
 def test_an_expired_access_token_is_replaced_through_the_refresh_token(idp, hub_user):
     """No expiry recorded (a provider that sends no ``expires_in``): userinfo refuses the old
     token (401), then the refresh token gets a new one."""
@@ -261,7 +251,7 @@ def test_an_expired_access_token_is_replaced_through_the_refresh_token(idp, hub_
 
 @pytest.mark.parametrize(
     "expires_in",
-    [30, pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=USERINFO_401_BUG))],
+    [30, None],
     ids=["proactive", "after-401"],
 )
 def test_a_refused_refresh_token_means_log_in_again(idp, hub_user, expires_in):
