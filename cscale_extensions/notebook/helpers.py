@@ -1,7 +1,15 @@
-"""Thin helpers for the workflow notebooks: the federated search's status and labelled plots.
+"""Thin helpers for the workflow notebooks: the federated search's status, labelled plots and
+interactive maps.
 
 The notebooks show the science themselves; these only hide plumbing that would distract
-(walking result pages for the federation's status, axes in km with a colour bar).
+(walking result pages for the federation's status with a progress bar, axes in km with a colour
+bar, a Leaflet map of footprints or of a result).
+
+The maps are folium's (plain HTML in the notebook's output: no widget, so they survive a
+headless papermill run and show in the saved notebook). Folium links Leaflet and its own
+extras from public CDNs, which a site without Internet access (or a browser behind a strict
+proxy) cannot reach; when Debian's ``libjs-leaflet`` is installed (scripts/apt-packages.txt)
+Leaflet is embedded in the map's HTML instead and nothing but the basemap tiles is fetched.
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ from collections.abc import Iterable
 from typing import Any
 
 STAC_ENV = "CSCALE_STAC_URL"
+#: Debian's Leaflet (package libjs-leaflet), embedded in the maps when present
+LEAFLET_DIR = "/usr/share/javascript/leaflet"
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
 def stac_url() -> str:
@@ -32,8 +43,10 @@ def stac_client(timeout: float = 60):
     return Client.open(stac_url(), timeout=timeout)
 
 
-def federated_search(search) -> tuple[list, dict[str, dict[str, Any]]]:
-    """All items of a pystac-client ``ItemSearch`` and the per-site status EO-MQS reported.
+def federated_search(search, progress: bool = False) -> tuple[list, dict[str, dict[str, Any]]]:
+    """All items of a pystac-client ``ItemSearch`` and the per-site status EO-MQS reported;
+    with ``progress`` a bar counts the items as the result pages arrive (``tqdm.auto``: a
+    widget in JupyterLab, text in a terminal or a headless run).
 
     Every result page of EO-MQS names the sites it could not search (``federation:missing``)
     and reports each site (``federation:sites``: status, items returned, reason). The status
@@ -42,10 +55,13 @@ def federated_search(search) -> tuple[list, dict[str, dict[str, Any]]]:
     reports nothing: the status is then empty.
     """
     import pystac
+    from tqdm.auto import tqdm
 
     items: list = []
     status: dict[str, dict[str, Any]] = {}
+    bar = tqdm(desc="searching the federation", unit=" items", disable=not progress)
     for page in search.pages_as_dicts():
+        bar.update(len(page.get("features", [])))
         for site, entry in (page.get("federation:sites") or {}).items():
             s = status.setdefault(site, {"status": "ok", "returned": 0, "reason": ""})
             s["returned"] += int(entry.get("returned") or 0)
@@ -56,13 +72,14 @@ def federated_search(search) -> tuple[list, dict[str, dict[str, Any]]]:
             s = status.setdefault(str(site), {"status": "missing", "returned": 0, "reason": ""})
             s["status"] = "missing"
         items.extend(pystac.Item.from_dict(f) for f in page.get("features", []))
+    bar.close()
     return items, status
 
 
-def search_with_status(search) -> tuple[list, dict[str, str]]:
+def search_with_status(search, progress: bool = False) -> tuple[list, dict[str, str]]:
     """All items of a pystac-client ``ItemSearch`` and the sites the federation reported
     missing on any page, as {site: reason} (empty when the result is complete)."""
-    items, status = federated_search(search)
+    items, status = federated_search(search, progress=progress)
     return items, {site: s["reason"] for site, s in status.items() if s["status"] != "ok"}
 
 
@@ -239,3 +256,118 @@ def water_scores(mask, reference) -> dict[str, float]:
         "iou": tp / max(tp + fp + fn, 1),
         "land_flagged_as_water": fp / max(int(reference["land"].sum()), 1),
     }
+
+
+def _leaflet_inline() -> str | None:
+    """``<style>`` and ``<script>`` of Debian's Leaflet, or None when it is not installed."""
+    try:
+        with open(os.path.join(LEAFLET_DIR, "leaflet.css")) as f:
+            css = f.read()
+        with open(os.path.join(LEAFLET_DIR, "leaflet.min.js")) as f:
+            js = f.read()
+    except OSError:
+        return None
+    js = js.replace("</script", "<\\/script")  # cannot end the element early
+    return f"<style>{css}</style><script>{js}</script>"
+
+
+def new_map(bounds: Iterable[float], basemap: str | None = "OpenStreetMap", height: int = 480):
+    """A folium map fitted to ``bounds`` ([west, south, east, north], degrees), with a scale
+    bar and the ``basemap`` tiles (a folium/xyzservices name; None for none, e.g. offline).
+    Leaflet is embedded from Debian's ``libjs-leaflet`` when installed (see the module's
+    docstring); folium's CDN links otherwise."""
+    import folium
+    from branca.element import Element, Figure
+
+    w, s, e, n = bounds
+    fig = Figure(height=f"{height}px")
+    m = folium.Map(tiles=basemap, control_scale=True, prefer_canvas=False)
+    inline = _leaflet_inline()
+    if inline:  # only Leaflet itself is needed for vectors and image overlays
+        m.default_js, m.default_css = [], []
+        fig.header.add_child(Element(inline), name="leaflet")
+    fig.add_child(m)
+    m.fit_bounds([[s, w], [n, e]])
+    return m
+
+
+def _swatch(colour: str, label: str) -> str:
+    """A layer-control label with a colour square (HTML; folium shows it as the legend)."""
+    return f'<span style="color:{colour}">&#9632;</span> {label}'
+
+
+def footprint_map(
+    items,
+    colour_by: str = "site",
+    colours: dict[str, str] | None = None,
+    basemap: str | None = "OpenStreetMap",
+):
+    """An interactive map of the items' footprints, one layer and colour per value of
+    ``colour_by`` (``"site"`` or ``"collection"``; the layer control is the legend), each
+    footprint drawn once per key with a tooltip of its items' ids and dates."""
+    import folium
+    from shapely.geometry import mapping, shape
+
+    colours = {} if colours is None else colours
+    groups: dict[str, dict[bytes, list]] = {}
+    for item in items:
+        keys = [item.collection_id] if colour_by == "collection" else item_sites(item)
+        geom = shape(item.geometry)
+        for key in keys:
+            colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
+            groups.setdefault(key, {}).setdefault(geom.wkb, []).append(item)
+    m = new_map(union_bbox(items), basemap=basemap)
+    for key, footprints in groups.items():
+        n_items = sum(map(len, footprints.values()))
+        layer = folium.FeatureGroup(name=_swatch(colours[key], f"{key} ({n_items} items)"))
+        for same in footprints.values():
+            dates = sorted(str(i.datetime.date()) if i.datetime else "?" for i in same)
+            tip = (f"{same[0].collection_id}: {len(same)} item(s), {dates[0]} … {dates[-1]}"
+                   if len(same) > 1 else f"{same[0].id} ({dates[0]})")
+            style = {"color": colours[key], "fillColor": colours[key], "weight": 2,
+                     "fillOpacity": 0.2}
+            folium.GeoJson(mapping(shape(same[0].geometry)), style_function=lambda _f, s=style: s,
+                           tooltip=f"{key}: {tip}").add_to(layer)
+        layer.add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    return m
+
+
+def overlay_map(
+    layers: dict[str, tuple[Any, str]],
+    bounds: Iterable[float],
+    *,
+    vmin: float = 0,
+    vmax: float = 1,
+    opacity: float = 0.75,
+    basemap: str | None = "OpenStreetMap",
+):
+    """An interactive map of georeferenced 2-D results (odc-geo ``xarray``; any CRS, shown
+    reprojected to lon/lat) as image overlays, one toggleable layer per ``{name: (da, cmap)}``,
+    NaN transparent, with the area ``bounds`` ([west, south, east, north]) outlined. Each
+    result is reprojected to Web Mercator, the map's own projection, so Leaflet places its
+    pixels where they are."""
+    import folium
+    import numpy as np
+    import odc.geo.xr  # noqa: F401 - registers the .odc accessor
+    from matplotlib import colormaps
+
+    w, s, e, n = bounds
+    m = new_map(bounds, basemap=basemap)
+    for name, (da, cmap) in layers.items():
+        merc = da.astype("float32").odc.reproject("EPSG:3857", resampling="nearest")
+        values = np.asarray(merc.values, dtype="float32")
+        scaled = np.clip((values - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+        rgba = colormaps[cmap](np.nan_to_num(scaled), bytes=True)
+        rgba[..., 3] = np.where(np.isfinite(values), int(255 * opacity), 0)
+        box = merc.odc.geobox.extent.to_crs("EPSG:4326").boundingbox
+        folium.raster_layers.ImageOverlay(
+            rgba, bounds=[[box.bottom, box.left], [box.top, box.right]], name=name,
+            interactive=False,
+        ).add_to(m)
+    aoi = folium.FeatureGroup(name="area of interest")
+    folium.Rectangle([[s, w], [n, e]], color="black", weight=2, fill=False,
+                     tooltip="area of interest").add_to(aoi)
+    aoi.add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    return m
