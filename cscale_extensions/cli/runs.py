@@ -137,7 +137,7 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
             body["notebook"] = json.loads(Path(args.notebook).read_text())
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read the notebook {args.notebook}: {exc}") from exc
-    for key in ("timeout", "kernel_name", "cwd", "name"):
+    for key in ("timeout", "kernel_name", "cwd", "name", "site"):
         value = getattr(args, key, None)
         if value is not None:
             body[key] = value
@@ -156,10 +156,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sweep:
         out = client.json("POST", "sweeps", json={**body, **load_sweep(args.sweep)})
         ids = [r["id"] for r in out["runs"]]
-        print(f"sweep {out['sweep_id']}: {len(ids)} runs")
+        print(f"sweep {out['sweep_id']}: {len(ids)} runs{_on(out['runs'][0])}")
     else:
-        ids = [client.json("POST", "runs", json=body)["id"]]
-        print(f"run {ids[0]}")
+        run = client.json("POST", "runs", json=body)
+        ids = [run["id"]]
+        print(f"run {ids[0]}{_on(run)}")
     if not args.wait:
         return 0
     runs = wait(client, ids)
@@ -177,6 +178,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _on(run: dict[str, Any]) -> str:
+    return f" on {run['site']}" if run.get("site") else ""
+
+
+def cmd_sites(args: argparse.Namespace) -> int:
+    for site in client_from(args).json("GET", "sites"):
+        limit = f"timeout <= {site['max_timeout']:g} s" if site.get("max_timeout") else ""
+        mark = "*" if site.get("default") else " "
+        print(f"{mark} {site['name']:<12} {site['kind']:<8} {limit:<22} {site['description']}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.all:
@@ -188,7 +201,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
         print(
             f"{r['id']}  {r['owner']:<12} {r['state']:<11} {r['cell']:>3}/{r['cells']:<3} "
-            f"{created}  {r['name'] or r['path'] or ''}"
+            f"{created}  {r.get('site') or '-':<8} {r['name'] or r['path'] or ''}"
         )
     return 0
 
@@ -294,6 +307,11 @@ def add_run_parsers(subparsers) -> None:
     p.add_argument("--kernel", dest="kernel_name")
     p.add_argument("--cwd", help="working directory in your home")
     p.add_argument("--name", help="a label for listings")
+    p.add_argument(
+        "--site",
+        help="compute site to run on (`cscale-hub runs sites`; default: the platform's); on a "
+        "Slurm site a run is a batch job, a sweep one job array",
+    )
     _connection(p)
     p.set_defaults(func=_guard(cmd_run))
 
@@ -327,6 +345,8 @@ def add_run_parsers(subparsers) -> None:
     )
     q.add_argument("ids", nargs="+")
     q.set_defaults(func=_guard(cmd_delete))
+    q = sub.add_parser("sites", help="the compute sites you may run on (* = default)")
+    q.set_defaults(func=_guard(cmd_sites))
     q = sub.add_parser("schedules", help="your schedules")
     q.set_defaults(func=_guard(cmd_schedules))
     q = sub.add_parser("unschedule", help="delete a schedule")

@@ -25,6 +25,10 @@ def _rows(prefix: str, node: dict[str, Any], out: list[str]) -> None:
         default = json.dumps(sub.get("default")) if "default" in sub else ""
         desc = " ".join(str(sub.get("description", "")).split())
         out.append(f"| `{path}` | {_type(sub)} | `{default}` | {desc} |")
+        entry = sub.get("additionalProperties")
+        if isinstance(entry, dict) and any(  # a map of documented entries: their keys
+                "description" in v for v in entry.get("properties", {}).values()):
+            _rows(f"{path}.<name>", entry, out)
 
 
 def render() -> str:

@@ -3,9 +3,10 @@
 ``hub_config/dask_gateway_config.py`` calls :func:`configure`. Users pick worker cores and
 memory within the limits of their VOs (hub groups are VO names; a member of several VOs gets
 the largest value of each limit); clusters stop after ``idle_timeout``; a user may run at most
-``max_clusters_per_user`` clusters at once. Local backends: the Dask processes started for a
-user get the per-user limits of :mod:`cscale_extensions.userlimits` (:class:`ProcessLimits`),
-and clusters' dashboards are served to their owner and admins only
+``max_clusters_per_user`` clusters at once, whatever the compute site (the option ``site``,
+:mod:`.sites`; Slurm sites run as batch jobs, :mod:`.slurm`). Local backends: the Dask
+processes started for a user get the per-user limits of :mod:`cscale_extensions.userlimits`
+(:class:`ProcessLimits`), and clusters' dashboards are served to their owner and admins only
 (:mod:`cscale_extensions.gateway.dashboards`).
 """
 
@@ -17,63 +18,17 @@ import pwd
 import shutil
 import stat
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from dask_gateway_server.backends.base import PublicException
-from dask_gateway_server.options import Float, Integer, Options
 
 from cscale_extensions import userlimits
 from cscale_extensions.gateway.dashboards import DashboardAccess
+from cscale_extensions.gateway.sites import LIMIT_KEYS, cluster_options, limits_for, served_sites
+from cscale_extensions.gateway.slurm import SlurmJobs
 
-LIMIT_KEYS = ("worker_cores", "worker_memory", "max_workers", "max_cores")
-
-
-def limits_for(groups: Iterable[str], dg: dict[str, Any]) -> dict[str, float]:
-    """The cluster limits for a user in ``groups``: the defaults, raised by their VOs' entries."""
-    out = dict(dg["defaults"])
-    for group in groups:
-        for key, value in dg.get("vo_limits", {}).get(group, {}).items():
-            out[key] = max(out[key], value)
-    return out
-
-
-def cluster_options(dg: dict[str, Any]):
-    """A ``Backend.cluster_options`` callable: per-user options bounded by the user's VO limits."""
-
-    def options_for(user) -> Options:
-        lim = limits_for(getattr(user, "groups", ()) or (), dg)
-        defaults = dg["defaults"]
-
-        def handler(options, user=user):
-            return {
-                "worker_cores": int(options.worker_cores),
-                "worker_memory": int(options.worker_memory * 2**30),
-                "cluster_max_workers": int(lim["max_workers"]),
-                "cluster_max_cores": float(lim["max_cores"]),
-            }
-
-        return Options(
-            Integer(
-                "worker_cores",
-                default=int(min(defaults["worker_cores"], lim["worker_cores"])),
-                min=1,
-                max=max(1, int(lim["worker_cores"])),
-                label="Worker cores",
-            ),
-            Float(
-                "worker_memory",
-                default=float(min(defaults["worker_memory"], lim["worker_memory"])),
-                min=0.25,
-                max=float(lim["worker_memory"]),
-                label="Worker memory (GiB)",
-            ),
-            handler=handler,
-        )
-
-    return options_for
-
+__all__ = ["LIMIT_KEYS", "cluster_options", "configure", "limits_for"]
 
 class ClusterCountLimit:
     """Backend mixin: refuse a new cluster when the user already runs ``max_clusters_per_user``."""
@@ -258,7 +213,8 @@ def _limited(backend_cls: type) -> type:
     unsafe = issubclass(backend_cls, UnsafeLocalBackend)
     fix = () if unsafe else (TLSPathsFix,)
     cls = type(f"CScale{backend_cls.__name__}",
-               (ClusterCountLimit, ProcessLimits, DashboardAccess, *fix, backend_cls), {})
+               (ClusterCountLimit, SlurmJobs, ProcessLimits, DashboardAccess, *fix, backend_cls),
+               {})
     cls.own_accounts = not unsafe
     return cls
 
@@ -273,7 +229,10 @@ def configure(c, cfg: dict[str, Any]) -> None:
 
     c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
     c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
-    c.Backend.cluster_options = cluster_options(dg)
+    # one gateway for every site it serves: the option `site` (gateway/sites.py, gateway/slurm.py)
+    served = served_sites(cfg, backend)
+    c.Backend.cluster_options = cluster_options(dg, cfg, served,
+                                                site_config=backend != "kubernetes")
     c.ClusterConfig.idle_timeout = float(dg["idle_timeout"])
 
     if backend == "kubernetes":
@@ -289,7 +248,9 @@ def configure(c, cfg: dict[str, Any]) -> None:
     limited.max_clusters_per_user = int(dg["max_clusters_per_user"])
     limited.process_limits = dict(cfg["spawner"]["limits"])
     limited.dashboard_session_timeout = float(dg["dashboard_session_timeout"])
+    limited.slurm_sites = {n: s for n, s in served.items() if s["kind"] == "slurm"}
     c.DaskGateway.backend_class = limited
+    c.LocalBackend.cluster_config_class = "cscale_extensions.gateway.slurm.SiteClusterConfig"
 
     if local:
         data_dir = Path(cfg["platform"]["data_dir"])

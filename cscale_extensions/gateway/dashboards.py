@@ -14,8 +14,10 @@ to the gateway's own web application, where this module's handler
    gateway's API does for other users' clusters);
 3. forwards the request (HTTP and Bokeh's websocket) to the scheduler's dashboard without the
    visitor's cookies or ``Authorization`` (the scheduler is the owner's process and could log
-   them) and drops any ``Set-Cookie`` of the dashboard (no cookies tossed onto the gateway's
-   host).
+   them), with the cluster's dashboard key instead (:mod:`cscale_extensions.dashboard_guard`:
+   the scheduler's loopback port answers nothing else, so other local accounts cannot go
+   round this check), and drops any ``Set-Cookie`` of the dashboard (no cookies tossed onto
+   the gateway's host).
 
 Sessions live in the gateway's memory (``dask_gateway.dashboard_session_timeout``); a restart
 of the gateway means signing in again (one redirect through the hub). A dashboard page is
@@ -37,6 +39,8 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
+
+from cscale_extensions.dashboard_guard import HEADER, PRELOAD, dashboard_key
 
 SESSION_COOKIE = "cscale-dashboard-session"
 STATE_COOKIE = "cscale-dashboard-state"
@@ -223,7 +227,8 @@ class DashboardGate:
         if request.query_string:
             url += "?" + request.query_string
         headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in HOP_BY_HOP | PRIVATE_REQUEST}
+                   if k.lower() not in HOP_BY_HOP | PRIVATE_REQUEST | {HEADER.lower()}}
+        headers[HEADER] = dashboard_key(cluster.token)  # its dashboard answers nothing else
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, url, headers)
         return await self._http(request, url, headers)
@@ -283,10 +288,21 @@ class DashboardGate:
 
 class DashboardAccess:
     """Backend mixin: no direct dashboard routes in the gateway's proxy; :class:`DashboardGate`
-    serves them instead, to the owner and admins."""
+    serves them instead, to the owner and admins. Schedulers and workers load
+    :mod:`cscale_extensions.dashboard_guard.preload`: their dashboards' loopback ports answer
+    only requests with the cluster's key, which only :class:`DashboardGate` adds."""
 
     #: dask_gateway.dashboard_session_timeout of the settings (set by gateway.configure)
     dashboard_session_timeout: float = 3600.0
+
+    def get_scheduler_command(self, cluster):
+        cmd = super().get_scheduler_command(cluster)
+        n = len(cluster.config.scheduler_cmd)  # before dask-gateway's own preload and its options
+        return [*cmd[:n], "--preload", PRELOAD, *cmd[n:]]
+
+    def get_worker_command(self, cluster, worker_name, scheduler_address=None):
+        cmd = super().get_worker_command(cluster, worker_name, scheduler_address)
+        return [*cmd, "--preload", PRELOAD]
 
     async def setup(self, app):
         await super().setup(app)

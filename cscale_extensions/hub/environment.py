@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cscale_extensions.compute import SITES_ENV, sites_env
 from cscale_extensions.hub.origins import GATEWAY_SERVICE, service_url
 
 #: hub.ip values served under a name (the embedded identity provider keeps 127.0.0.1)
@@ -58,5 +59,7 @@ def user_environment(cfg: dict[str, Any]) -> dict[str, str]:
         })
         if cfg["platform"]["deployment"] == "local":
             env["DASK_GATEWAY__PROXY_ADDRESS"] = f"gateway://127.0.0.1:{dg['scheduler_port']}"
+        # the compute sites (new_cluster(site=...)); the gateway offers each user theirs
+        env[SITES_ENV] = sites_env(cfg)
     env.update(cfg["spawner"]["environment"])
     return env

@@ -22,6 +22,14 @@ value) in its ``preexec``, before the switch to the user; kernels and headless r
 children and inherit them. A hub username that is already the name of a system group (``disk``,
 ``shadow`` …) gets no account: ``useradd --user-group`` would fail, and an account in that
 group would hold its rights; the user gets a clear 403 page.
+
+Servers cannot be impersonated by another account that binds a dead server's address
+(:mod:`cscale_extensions.hub.servertls`): :class:`SystemUserSpawner` starts each server on
+its account's own loopback address with HTTPS and a certificate naming only that address and
+the user's host, which the proxy and the hub verify (with user subdomains; without them every
+request carries the hub's host and servers stay on plain HTTP); and both spawners report a
+server's exit the moment its process is gone (a ``pidfd`` in the hub's event loop), not at
+the next 30 s poll, so the hub removes its route at once.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from cscale_extensions import userlimits
-from cscale_extensions.hub import notebook_sync
+from cscale_extensions.hub import notebook_sync, servertls
 
 ACCOUNT_MARKER = "cscale-hub user"
 
@@ -167,11 +175,72 @@ class NotebooksMixin(LoggingConfigurable):
         return env
 
 
-class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
+class ExitWatch:
+    """Spawner mixin: tell the hub a server's process is gone the moment it exits.
+
+    JupyterHub polls each server every ``poll_interval`` (30 s); until then the proxy keeps
+    the dead server's route. Here a ``pidfd`` of the process is watched in the hub's event
+    loop from ``start_polling`` on; when it becomes readable (the process exited) the
+    spawner's ``poll_and_notify`` runs at once, which makes the hub remove the route and
+    mark the server stopped. The periodic poll stays as the fallback (no ``pidfd``, or a
+    process that is not the hub's child and not reaped yet)."""
+
+    _exit_fd: int | None = None
+
+    def start_polling(self):
+        super().start_polling()
+        self._watch_exit()
+
+    def stop_polling(self):
+        self._unwatch_exit()
+        super().stop_polling()
+
+    def _watch_exit(self) -> None:
+        self._unwatch_exit()
+        pid = getattr(self, "pid", 0)
+        if not pid:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(pid)
+        except (RuntimeError, OSError):  # no loop, no pidfd, or already gone: the poll sees it
+            return
+        self._exit_fd = fd
+        loop.add_reader(fd, self._exited)
+
+    def _unwatch_exit(self) -> None:
+        fd, self._exit_fd = self._exit_fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+
+    def _exited(self) -> None:
+        self._unwatch_exit()
+        asyncio.ensure_future(self._notify_exit())
+
+    async def _notify_exit(self) -> None:
+        for _ in range(40):  # a process the hub did not start (hub restart): wait for its reaper
+            if await self.poll() is not None:
+                break
+            await asyncio.sleep(0.25)
+        self.log.info("server process of %s exited", self._log_name)
+        await self.poll_and_notify()
+
+
+class SystemUserSpawner(ExitWatch, NotebooksMixin, LocalProcessSpawner):
     """One POSIX account per hub user (created on demand), home under ``homes_dir``."""
 
     homes_dir = Unicode(config=True, help="Parent directory of the users' homes.")
     user_shell = Unicode("/bin/bash", config=True, help="Login shell of created accounts.")
+    server_tls_dir = Unicode(
+        "", config=True,
+        help="Directory of the user servers' CA (cscale_extensions.hub.servertls): servers "
+        "listen on their account's own loopback address with HTTPS the proxy verifies. "
+        "'' = plain HTTP on 127.0.0.1 (any account could squat a dead server's port).",
+    )
+    _tls: servertls.ServerCert | None = None
 
     def ensure_account(self) -> pwd.struct_passwd:
         name = self.user.name
@@ -293,13 +362,51 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
         if limits and limits.processes and userlimits.tasks_of(entry.pw_uid) >= limits.processes:
             raise self._at_process_limit(limits.processes)
         await self.sync_notebooks_as(str(home), entry)
+        # without user subdomains every request carries the hub's host: no certificate could
+        # tell users apart there, so servers stay on plain HTTP (only the exit watch protects)
+        if self.server_tls_dir and self.user.settings.get("subdomain_host"):
+            self._prepare_tls(entry)
         try:
-            return await super().start()
+            ip, port = await super().start()
         except BlockingIOError as exc:  # EAGAIN at exec: the account is at RLIMIT_NPROC
             if limits is None or not limits.processes:
                 raise
             self.log.warning("server of %s not started: %s", self.user.name, exc)
             raise self._at_process_limit(limits.processes) from None
+        return f"{'https' if self._tls else 'http'}://{ip}:{port}"
+
+    def _prepare_tls(self, entry: pwd.struct_passwd) -> None:
+        """This account's address, a fresh certificate for it, and the hub's check of the
+        new server verifying it (JupyterHub takes the client pair and CA from the server)."""
+        try:
+            ca = servertls.ServerCA(self.server_tls_dir)
+            ip = servertls.server_ip(entry.pw_uid)
+            # the proxy checks the name of the request's Host (the user's), the hub the address
+            self._tls = ca.issue(self.user.name, self.name, ip, entry.pw_gid,
+                                 host=self.user.domain)
+            hub = ca.hub_client()
+        except (OSError, ValueError) as exc:
+            self.log.error("no TLS certificate for the server of %s: %s", self.user.name, exc)
+            raise user_error(500, f"Could not prepare the server of {self.user.name}; the "
+                                  "operator will find details in the hub log.") from None
+        self.ip = ip
+        self._hub_verifies(hub)  # the URL this start returns is https
+
+    def _hub_verifies(self, hub: servertls.ServerCert | None = None) -> None:
+        """Make the hub's checks of this HTTPS server (after a start, and of running servers
+        when the hub starts again) verify it with the CA: JupyterHub takes the client pair
+        and the CA from the server object."""
+        server = self.server
+        if server is None or server.cafile or (hub is None and server.proto != "https"):
+            return
+        hub = hub or servertls.ServerCA(self.server_tls_dir).hub_client()
+        server.keyfile, server.certfile, server.cafile = hub.keyfile, hub.certfile, hub.cafile
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.server_tls_dir:  # the hub checks the server's URL next
+            self._hub_verifies()
+        return status
 
     def _at_process_limit(self, limit: int) -> web.HTTPError:
         self.log.warning("server of %s not started: the account is at its process limit (%d)",
@@ -314,10 +421,15 @@ class SystemUserSpawner(NotebooksMixin, LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.platform_environment())
+        if self._tls:  # jupyterhub-singleuser serves HTTPS with these (no client certificates)
+            env["JUPYTERHUB_SSL_KEYFILE"] = self._tls.keyfile
+            env["JUPYTERHUB_SSL_CERTFILE"] = self._tls.certfile
+            env["JUPYTERHUB_SERVICE_URL"] = env["JUPYTERHUB_SERVICE_URL"].replace(
+                "http://", "https://", 1)
         return env
 
 
-class SameUserSpawner(NotebooksMixin, SimpleLocalProcessSpawner):
+class SameUserSpawner(ExitWatch, NotebooksMixin, SimpleLocalProcessSpawner):
     """Every server as the launcher's account; per-user homes; NO isolation between users."""
 
     def make_preexec_fn(self, name):

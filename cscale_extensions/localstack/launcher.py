@@ -3,7 +3,9 @@
 The launcher resolves the configuration (data dir, free ports, secrets), writes it to
 ``<data_dir>/runtime/config.json`` for ``hub_config/`` to load, and starts, in order: the
 embedded OIDC provider (when ``auth.issuer`` is null), the embedded STAC federation (when
-``federation.embedded_sites``), configurable-http-proxy and JupyterHub. JupyterHub itself
+``federation.embedded_sites``), the embedded HPC site (a single-node Slurm,
+:mod:`.slurm`, for each enabled ``compute.sites`` entry with ``slurm.embedded``),
+configurable-http-proxy and JupyterHub. JupyterHub itself
 starts its managed services (dask-gateway, idle culler, EO-MQS, runs) from that config.
 A later service is added as configuration (a port in ``runtime.service_ports`` and a spec in
 ``cscale_extensions.hub``), not as launch code here.
@@ -25,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from cscale_extensions import config as settings
-from cscale_extensions.hub import PLATFORM_SERVICES, SECRET_ENV
+from cscale_extensions.hub import PLATFORM_SERVICES, SECRET_ENV, servertls
 from cscale_extensions.hub.environment import public_url
 from cscale_extensions.hub.origins import subdomain_host
+from cscale_extensions.localstack.slurm import embedded_sites as embedded_slurm_sites
 from cscale_extensions.localstack.supervisor import (
     ChildFailed,
     ProcessSpec,
@@ -161,18 +164,24 @@ class Platform:
             self.specs.extend(specs)
             fed["sites"] = [*sites, *fed["sites"]]
 
+        # the embedded HPC site (a single-node Slurm); fills in its SLURM_CONF and ports
+        self.specs.extend(embedded_slurm_sites(cfg, self.data_dir))
+
         settings.validate(cfg)
         path = Path(self.env[settings.CONFIG_ENV])
         path.write_text(json.dumps(cfg, indent=1))
         os.chmod(path, 0o600)
 
         chp = node_modules() / ".bin" / "configurable-http-proxy"
+        # user servers speak HTTPS with certificates of this CA, verified for every request
+        server_ca = servertls.ServerCA(self.data_dir / servertls.DATA_SUBDIR).ensure()
         hub_url = f"http://127.0.0.1:{h['hub_port']}"
         self.specs.append(ProcessSpec(
             name="proxy",
             argv=[str(chp), "--ip", h["ip"], "--port", str(h["port"]),
                   "--api-ip", "127.0.0.1", "--api-port", str(h["proxy_api_port"]),
                   "--default-target", hub_url, "--error-target", f"{hub_url}{h['base_url']}hub/error",
+                  "--client-ssl-ca", str(server_ca),
                   "--log-level", "warn", *(["--host-routing"] if host_routing else [])],
             env=self.env, ready_port=h["proxy_api_port"], ready_timeout=30,
         ))

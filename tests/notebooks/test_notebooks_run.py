@@ -405,6 +405,21 @@ def test_05_scaling_with_dask_gateway(run_notebook, catalog):
     assert s["max_difference_local_vs_cluster"] < 1e-6
 
 
+def test_05_on_the_hpc_site(platform, run_notebook, catalog):
+    """``site="hpc"``: the same computation on the embedded Slurm, the scheduler and the worker
+    being batch jobs of the member (their logs stay in ~/.dask-gateway/<cluster>/)."""
+    staging = platform.state_dir / "homes" / "demo-member" / ".dask-gateway"
+    before = set(staging.iterdir()) if staging.exists() else set()
+    s = ok(run_notebook("05-scaling-with-dask-gateway", "05-hpc", site="hpc",
+                        collections=[L7], max_workers=1))
+    assert s["site"] == "hpc" and s["workers_used"] == 1 and s["clusters_left"] == 0
+    assert s["max_difference_local_vs_cluster"] < 1e-6
+    assert s["n_items"] == count(catalog, [L7], "2008-01-01", "2013-12-31")
+    new = [d for d in staging.iterdir() if d not in before]
+    assert len(new) == 1 and (new[0] / "dask-scheduler.log").exists()
+    assert any(p.name.startswith("dask-worker-") for p in new[0].iterdir())
+
+
 def test_05_cluster_is_shut_down_when_the_cluster_cell_fails(run_notebook):
     # no result can come within a millisecond: future.result raises inside the try block
     result = run_notebook("05-scaling-with-dask-gateway", "05-fails", worker_timeout=0.001)

@@ -7,8 +7,9 @@ cookies, and with an API token) load that URL through the public proxy: neither 
 dashboard (the anonymous one is sent to the hub's sign-in, the other member gets a 404). The
 owner and an admin, signed in through the hub, do; the owner's token works too.
 
-The scheduler's own dashboard port (127.0.0.1, chosen at random, no authentication: Bokeh has
-none) stays reachable for any local account that finds it: an xfail test shows it.
+The scheduler's own dashboard port (127.0.0.1, chosen at random; Bokeh has no authentication)
+answers another local account nothing: every request without the cluster's dashboard key,
+which only the gateway adds, is a 403 (``cscale_extensions.dashboard_guard``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import psutil
 import pytest
 import requests
 
+from cscale_extensions.dashboard_guard import HEADER, TOKEN_ENV, dashboard_key
 from cscale_extensions.kernelclient import run_in_kernel
 
 rel = pytest.mark.reliability
@@ -141,9 +143,10 @@ def _bokeh_websocket_answers(url: str, page: str, cookies: dict[str, str]) -> No
         ws.close()
 
 
-def _dashboard_port(owner: str) -> int:
-    """The loopback port of ``owner``'s scheduler dashboard (found as root, as a local
-    attacker would by scanning 127.0.0.1)."""
+def _dashboard_port(owner: str) -> tuple[int, str]:
+    """The loopback port of ``owner``'s scheduler dashboard and its key (found as root from
+    the scheduler's environment and listening sockets; another account finds the port by
+    scanning 127.0.0.1, never the key)."""
     import pwd
 
     uid = pwd.getpwnam(owner).pw_uid
@@ -151,42 +154,54 @@ def _dashboard_port(owner: str) -> int:
         if proc.info["uids"] and proc.info["uids"].real == uid and "scheduler" in " ".join(
             proc.info["cmdline"] or []
         ):
-            with open(f"/proc/{proc.pid}/environ", "rb") as f:
-                if b"CSCALE_STACK_ID" not in f.read():
-                    continue
+            env = proc.environ()
+            if "CSCALE_STACK_ID" not in env or TOKEN_ENV not in env:
+                continue
+            key = dashboard_key(env[TOKEN_ENV])
             listening = sorted(c.laddr.port for c in proc.net_connections("tcp")
                                if c.status == psutil.CONN_LISTEN)
             for port in listening:
                 try:
-                    r = requests.get(f"http://127.0.0.1:{port}/status", timeout=5)
+                    r = requests.get(f"http://127.0.0.1:{port}/status", headers={HEADER: key},
+                                     timeout=5)
                 except requests.RequestException:
                     continue
                 if _is_dashboard(r):
-                    return port
+                    return port, key
     raise AssertionError(f"no dashboard port of {owner}")
 
 
 @rel(
     injected="another local account (the peer's kernel) connects to the victim's scheduler "
-    "dashboard on its 127.0.0.1 port directly, bypassing the gateway",
-    expected="known defect: Bokeh has no authentication, the loopback port answers",
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the scheduler's dashboard listens on 127.0.0.1 without authentication; every "
-    "local account can reach it (needs per-user network namespaces or a Unix socket)",
+    "dashboard on its 127.0.0.1 port directly, bypassing the gateway: several paths, without "
+    "a key and with a forged one",
+    expected="403 for each: the dashboard answers only requests with the cluster's key, "
+    "which only the gateway's dashboard proxy adds",
 )
 def test_dashboard_loopback_port_is_not_reachable_by_another_account(sec, cluster):
-    port = _dashboard_port(OWNER)
+    port, key = _dashboard_port(OWNER)
     sec.member(PEER)
     token = sec.token(PEER)
     url = sec.start_server(token, PEER)
+    paths = ["/status", "/individual-task-stream", "/info/main/workers.html", "/sitemap.json",
+             "/json/identity.json", "/metrics", "/health"]
     out = run_in_kernel(url, token, "\n".join([
-        "import urllib.request",
-        "try:",
-        f"    body = urllib.request.urlopen('http://127.0.0.1:{port}/status', timeout=10).read()",
-        "    print('REACHED', b'bokeh' in body.lower())",
-        "except OSError as exc:",
-        "    print('REFUSED', exc)",
+        "import urllib.request, urllib.error",
+        f"for path in {paths!r}:",
+        f"    for forged in ('', {('0' * 64)!r}, {key[:-1] + 'x'!r}):",
+        f"        req = urllib.request.Request('http://127.0.0.1:{port}' + path,",
+        f"                                     headers={{{HEADER!r}: forged}} if forged else {{}})",
+        "        try:",
+        "            body = urllib.request.urlopen(req, timeout=10).read()",
+        "            print('REACHED', path, repr(body[:60]))",
+        "        except urllib.error.HTTPError as exc:",
+        "            print('REFUSED', path, exc.code)",
+        "        except OSError as exc:",
+        "            print('ERROR', path, exc)",
     ]))
     assert "REACHED" not in out, out
+    assert out.count("REFUSED") == 3 * len(paths) and "ERROR" not in out, out
+    assert set(re.findall(r"REFUSED \S+ (\d+)", out)) == {"403"}, out
+    # the owner's gateway route still gets there (the gateway adds the key)
+    r = requests.get(_dashboard(sec, cluster), headers=_hdr(sec.token(OWNER)), timeout=60)
+    assert _is_dashboard(r), r.status_code

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 SERVICE_NAME = "runs"
 SETTINGS_ENV = "CSCALE_RUNS_SETTINGS"
+#: JSON of the ``compute`` section (its ``sites``: where runs may execute)
+COMPUTE_ENV = "CSCALE_COMPUTE_SETTINGS"
 #: the least the service needs, each for one thing (see runs/usertokens.py):
 #: - start:servers: start the users' `runs` servers (POST /users/<name>/servers/runs);
 #: - read:servers: see whether a server is ready and where (GET /users/<name>; it includes
@@ -24,7 +26,8 @@ SETTINGS_ENV = "CSCALE_RUNS_SETTINGS"
 #:   server. The hub requires `tokens` on the user for POST /users/<name>/tokens and checks
 #:   the requested scopes against the user's own, not the service's, so the service itself
 #:   holds no access:servers: its own token opens no user server and goes to the hub API only.
-SERVICE_SCOPES = ["start:servers", "read:servers", "tokens"]
+#: - read:users:groups: a user's VOs (hub groups), for the compute sites open to them.
+SERVICE_SCOPES = ["start:servers", "read:servers", "tokens", "read:users:groups"]
 
 
 def role_spec() -> dict[str, Any]:
@@ -64,8 +67,10 @@ def service_spec(cfg: dict[str, Any], port: int, state_dir: Path) -> dict[str, A
             "--proxy-url",
             proxy_url(cfg),
         ],
-        "environment": {SETTINGS_ENV: json.dumps(cfg["runs"])},
+        "environment": {
+            SETTINGS_ENV: json.dumps(cfg["runs"]),
+            COMPUTE_ENV: json.dumps(cfg.get("compute") or {}),
+        },
         "display": False,
         "oauth_no_confirm": True,
     }
-

@@ -2,7 +2,8 @@
 
 The hub (managed service) or a launcher (external service) provides JUPYTERHUB_API_TOKEN,
 JUPYTERHUB_API_URL and JUPYTERHUB_SERVICE_PREFIX; settings come from $CSCALE_RUNS_SETTINGS
-(JSON of the ``runs`` section) merged over the section defaults.
+(JSON of the ``runs`` section) merged over the section defaults, the compute sites from
+$CSCALE_COMPUTE_SETTINGS (JSON of the ``compute`` section; default: the embedded one).
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ def load_settings() -> dict:
     if raw:
         out.update(json.loads(raw))
     return out
+
+
+def load_compute() -> dict:
+    """The ``compute`` section: $CSCALE_COMPUTE_SETTINGS, else the embedded defaults."""
+    raw = os.environ.get("CSCALE_COMPUTE_SETTINGS")
+    if raw:
+        return json.loads(raw)
+    from cscale_extensions.config import defaults
+
+    return defaults().get("compute") or {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["JUPYTERHUB_API_URL"],
         args.proxy_url,
         os.environ["JUPYTERHUB_API_TOKEN"],
+        load_compute(),
     )
     uvicorn.run(
         app, host=args.ip, port=args.port, log_level=settings["log_level"].lower(), access_log=False

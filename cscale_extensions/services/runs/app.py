@@ -5,7 +5,10 @@ checked against the hub by :class:`jupyterhub.services.auth.HubAuth`; the token 
 ``access:services!service=runs``. A user sees and controls only their own runs and
 schedules (others' are 404); hub admins see and control all. What one user may submit is
 bounded before anything is stored (:mod:`.limits`: rate, sweep size from the grid's shape,
-parameter and body size; :mod:`.cronrules`: schedules that fire, and not too often).
+parameter and body size; :mod:`.cronrules`: schedules that fire, and not too often). A run,
+sweep or schedule may name a compute ``site`` (:mod:`.sites`): one of the user's VOs must be
+allowed there (the user's hub groups, read with the service's token), and on a Slurm site the
+timeout must fit the site's walltime limit; both refusals are 403/422 with the reason.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from cscale_extensions.services.runs.limits import (
     sweep_size,
 )
 from cscale_extensions.services.runs.models import RunRequest, ScheduleRequest, SweepRequest
+from cscale_extensions.services.runs.sites import Site, SiteError, Sites
 from cscale_extensions.services.runs.store import (
     ACTIVE,
     STATES,
@@ -68,6 +72,8 @@ PUBLIC_RUN_KEYS = (
     "error",
     "message",
     "cancel_requested",
+    "site",
+    "site_job",
 )
 
 
@@ -151,8 +157,11 @@ def create_app(
     hub_api_url: str,
     proxy_url: str,
     token: str,
+    compute: dict[str, Any] | None = None,
 ) -> FastAPI:
+    """The API app; ``compute`` is the ``compute`` settings section (its ``sites``)."""
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    sites = Sites(compute)
     store = Store(engine_for(settings.get("db_url"), state_dir))
     try:
         store.ensure_schema()
@@ -172,7 +181,7 @@ def create_app(
         settings["server_name"],
         float(settings["server_start_timeout"]),
     )
-    dispatcher = Dispatcher(store, servers, state_dir, settings)
+    dispatcher = Dispatcher(store, servers, state_dir, settings, sites)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -256,7 +265,23 @@ def create_app(
                 "its path as a parameter",
             )
 
-    def run_fields(req: RunRequest, owner: str) -> dict[str, Any]:
+    async def user_groups(user: Caller) -> list[str]:
+        try:
+            model = await servers.user_model(user.name)
+        except ServerError as exc:
+            raise HTTPException(502, f"could not look the user up at the hub: {exc}") from exc
+        groups = (model or {}).get("groups")
+        return [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
+
+    async def site_for(name: str | None, user: Caller) -> Site | None:
+        """The site a submission of ``user`` targets (None: no sites configured)."""
+        groups = [] if sites.open_to_all else await user_groups(user)
+        try:
+            return sites.choose(name, groups)
+        except SiteError as exc:
+            raise HTTPException(exc.status, f"{exc} (compute.sites)") from None
+
+    def run_fields(req: RunRequest, owner: str, site: Site | None = None) -> dict[str, Any]:
         within_parameter_limit(req)
         if req.notebook is not None:
             size = len(json.dumps(req.notebook))
@@ -267,6 +292,16 @@ def create_app(
                     f"{settings['max_notebook_bytes']}",
                 )
         timeout = settings["default_timeout"] if req.timeout is None else req.timeout
+        longest = site.longest_timeout() if site and site.slurm else 0
+        if longest and req.timeout is None:
+            timeout = min(timeout or longest, longest)
+        elif longest and (timeout == 0 or timeout > longest):
+            raise HTTPException(
+                422,
+                f"on the compute site {site.name!r} a run's timeout must be between 1 and "
+                f"{longest:g} seconds: its jobs' walltime limit is {site.walltime:g} s "
+                f"(compute.sites.{site.name}.limits.walltime), less a margin for the job itself",
+            )
         cap = settings["max_timeout"]
         if cap and (timeout == 0 or timeout > cap):
             raise HTTPException(422, f"timeout must be between 1 and {cap} seconds")
@@ -279,6 +314,7 @@ def create_app(
             "timeout": timeout,
             "kernel_name": req.kernel_name,
             "cwd": req.cwd,
+            "site": site.name if site else None,
         }
 
     def within_queue_limit(owner: str, adding: int) -> None:
@@ -298,9 +334,13 @@ def create_app(
     async def health() -> dict[str, Any]:
         return {"ok": True, "active": sum(store.count_active().values())}
 
+    @r.get("/sites", summary="The compute sites you may run on")
+    async def list_sites(user: User) -> list[dict[str, Any]]:
+        return sites.describe([] if sites.open_to_all else await user_groups(user))
+
     @r.post("/runs", status_code=201, summary="Submit a run")
     async def submit(req: RunRequest, user: Submitter) -> dict[str, Any]:
-        fields = run_fields(req, user.name)
+        fields = run_fields(req, user.name, await site_for(req.site, user))
         within_queue_limit(user.name, 1)
         run = store.add_runs([fields])[0]
         dispatcher.wake.set()
@@ -317,7 +357,7 @@ def create_app(
                 f"{len(req.parameter_sets or [])} parameter sets) and the limit is {limit} "
                 "(runs.max_sweep); split it into smaller sweeps",
             )
-        base = run_fields(req, user.name)
+        base = run_fields(req, user.name, await site_for(req.site, user))
         try:
             sets = req.expand()
         except ValueError as exc:
@@ -461,14 +501,19 @@ def create_app(
         if run["state"] not in TERMINAL:
             raise HTTPException(409, f"run {run_id} has not ended ({run['state']})")
         keys = ("owner", "name", "notebook", "path", "parameters", "timeout", "kernel_name", "cwd")
+        if run["site"]:
+            owner = Caller(name=run["owner"], admin=False)
+            await site_for(run["site"], owner)  # still configured, still open to the owner
         within_queue_limit(run["owner"], 1)
-        new = store.add_runs([{**{k: run[k] for k in keys}, "rerun_of": run_id}])[0]
+        new = store.add_runs(
+            [{**{k: run[k] for k in keys}, "site": run["site"], "rerun_of": run_id}]
+        )[0]
         dispatcher.wake.set()
         return public_run(new)
 
     @r.post("/schedules", status_code=201, summary="Run a notebook on a cron schedule")
     async def add_schedule(req: ScheduleRequest, user: Submitter) -> dict[str, Any]:
-        fields = run_fields(req, user.name)
+        fields = run_fields(req, user.name, await site_for(req.site, user))
         try:
             first = await asyncio.to_thread(
                 check_schedule, req.cron, float(settings["min_schedule_interval"])

@@ -14,6 +14,15 @@ what it reads from the user's server is untrusted (:mod:`.untrusted`: size-cappe
 and a status file that is not the executor's fails that run with a message saying so. A
 schedule whose next firing cannot be computed is parked, not retried at every tick. Ended
 runs older than ``runs.retention_days`` leave the database (the files in the user's home stay).
+
+Runs on a Slurm site (``site`` of a run, see :mod:`.sites` and :mod:`.slurmjobs`) take the
+same path with these differences: the queued runs of one submission (a sweep, or one run) are
+submitted together as one batch job or job array by the user's launcher kernel, outside the
+per-user concurrency limit (the site's scheduler queues them); following one also asks Slurm
+(``squeue``) about its job, so a job waiting in the queue is not taken for an executor that
+never started, a job Slurm ended without a status is recorded with Slurm's state, a cancel
+reaches ``scancel``, and a user server stopped meanwhile (culled) is started again to read
+the result.
 """
 
 from __future__ import annotations
@@ -29,7 +38,17 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 
 import cscale_extensions.services.runs.executor as ex
+from cscale_extensions.compute.slurm import SlurmError
 from cscale_extensions.services.runs.cronrules import NEVER, next_fire
+from cscale_extensions.services.runs.sites import Site, Sites
+from cscale_extensions.services.runs.slurmjobs import (
+    JobState,
+    SlurmControl,
+    parse_submitted,
+    submit_code,
+    submit_request,
+    task_refs,
+)
 from cscale_extensions.services.runs.store import ACTIVE, TERMINAL, Store, db_error_line
 from cscale_extensions.services.runs.untrusted import (
     STATUS_MAX_BYTES,
@@ -49,6 +68,8 @@ FOLLOW_TIMEOUT = 45.0
 PURGE_EVERY = 600.0
 #: consecutive invalid status reads that fail a run (one torn read is forgiven)
 BAD_STATUS_READS = 2
+#: seconds without a heartbeat after which a run whose Slurm job ended is over
+ENDED_JOB_QUIET = 3 * ex.HEARTBEAT_SECONDS
 __all__ = ["Dispatcher", "next_fire", "run_dir"]
 
 
@@ -59,10 +80,19 @@ def run_dir(run_id: str) -> str:
 
 class Dispatcher:
     def __init__(
-        self, store: Store, servers: UserServers, state_dir: Path, settings: dict[str, Any]
+        self,
+        store: Store,
+        servers: UserServers,
+        state_dir: Path,
+        settings: dict[str, Any],
+        sites: Sites | None = None,
     ):
         self.store = store
         self.servers = servers
+        self.sites = sites or Sites(None)
+        self.slurm = SlurmControl()
+        #: sites whose runs are batch jobs: outside the per-user concurrency limit
+        self.batch_sites = self.sites.batch
         self.outputs = state_dir / "outputs"
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.limit = int(settings["max_concurrent_per_user"])
@@ -195,6 +225,7 @@ class Dispatcher:
                     "timeout": s["timeout"],
                     "kernel_name": s["kernel_name"],
                     "cwd": s["cwd"],
+                    "site": s.get("site"),
                     "schedule_id": s["id"],
                 }
             ]
@@ -204,7 +235,8 @@ class Dispatcher:
 
     # dispatch
     def _dispatch_queued(self) -> None:
-        active = self.store.count_active()
+        active = self.store.count_active(except_sites=self.batch_sites)
+        batches: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for run in self.store.list_runs(states=("queued",), oldest_first=True):
             user = run["owner"]
             if run["cancel_requested"]:
@@ -215,6 +247,20 @@ class Dispatcher:
                     finished=time.time(),
                     message="cancelled before it started",
                 )
+                continue
+            if run["site"] and self.sites.get(run["site"]) is None:
+                self.store.update_run(
+                    run["id"],
+                    expect=("queued",),
+                    state="failed",
+                    finished=time.time(),
+                    message=f"the compute site {run['site']!r} is not configured any more "
+                    "(compute.sites); submit the run again for another site",
+                )
+                continue
+            if run["site"] in self.batch_sites:  # one submission = one job (array)
+                key = (user, run["site"], run["sweep_id"] or run["id"])
+                batches.setdefault(key, []).append(run)
                 continue
             if active.get(user, 0) >= self.limit:
                 continue
@@ -228,6 +274,20 @@ class Dispatcher:
                 continue
             active[user] = active.get(user, 0) + 1
             self._spawn(self._dispatch(run["id"]))
+        for (_user, site, _group), runs in batches.items():
+            claimed = [
+                run["id"]
+                for run in runs
+                if self.store.update_run(
+                    run["id"],
+                    expect=("queued",),
+                    state="dispatching",
+                    dispatched=time.time(),
+                    attempts=run["attempts"] + 1,
+                )
+            ]
+            if claimed:
+                self._spawn(self._dispatch_batch(self.sites.all[site], claimed))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -237,10 +297,7 @@ class Dispatcher:
     async def _dispatch(self, run_id: str) -> None:
         run = self.store.get_run(run_id, with_notebook=True)
         user = run["owner"]
-        spec = {
-            k: run[k]
-            for k in ("id", "notebook", "path", "parameters", "timeout", "kernel_name", "cwd")
-        }
+        spec = {k: run[k] for k in ex.SPEC_KEYS}
         try:
             await self.servers.ensure_server(user)
             d = run_dir(run_id)
@@ -250,25 +307,63 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            msg = str(exc) if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
-            log.warning("dispatch of run %s failed: %s", run_id, msg)
-            if run["attempts"] < MAX_ATTEMPTS:
-                self.store.update_run(
-                    run_id, expect=("dispatching",), state="queued", message=f"retrying: {msg}"
-                )
-            else:
-                self.store.update_run(
-                    run_id,
-                    expect=("dispatching",),
-                    state="failed",
-                    finished=time.time(),
-                    message=f"could not start: {msg}",
-                )
+            self._dispatch_failed(run, exc)
             return
         self.store.update_run(
             run_id, expect=("dispatching",), state="running", started=time.time(), message=""
         )
         log.info("run %s of %s launched", run_id, user)
+
+    def _dispatch_failed(self, run: dict[str, Any], exc: Exception) -> None:
+        """Queue ``run`` again after a failed dispatch, or fail it after MAX_ATTEMPTS."""
+        known = isinstance(exc, ServerError | SlurmError)
+        msg = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        log.warning("dispatch of run %s failed: %s", run["id"], msg)
+        if run["attempts"] < MAX_ATTEMPTS:
+            self.store.update_run(
+                run["id"], expect=("dispatching",), state="queued", message=f"retrying: {msg}"
+            )
+        else:
+            self.store.update_run(
+                run["id"],
+                expect=("dispatching",),
+                state="failed",
+                finished=time.time(),
+                message=f"could not start: {msg}",
+            )
+
+    async def _dispatch_batch(self, site: Site, run_ids: list[str]) -> None:
+        """Submit runs of one submission on a Slurm site: one job, or one job array."""
+        runs = [self.store.get_run(i, with_notebook=True) for i in run_ids]
+        user = runs[0]["owner"]
+        timeout = max(float(r["timeout"] or 0) for r in runs)
+        first = runs[0]
+        job_name = f"cscale-{'sweep-' + first['sweep_id'] if first['sweep_id'] else first['id']}"
+        request = submit_request(site, [run_dir(r["id"]) for r in runs], job_name, timeout)
+        try:
+            await self.servers.ensure_server(user)
+            for run in runs:
+                spec = {k: run[k] for k in ex.SPEC_KEYS}
+                spec["walltime"] = site.job_minutes(timeout) * 60
+                d = run_dir(run["id"])
+                await self.servers.prepare_dir(user, d)
+                await self.servers.write_text(user, f"{d}/{ex.SPEC}", json.dumps(spec))
+            job = parse_submitted(await self.servers.run_launcher(user, submit_code(request)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            for run in runs:
+                self._dispatch_failed(run, exc)
+            return
+        for run, ref in zip(runs, task_refs(job, len(runs)), strict=True):
+            self.store.update_run(
+                run["id"],
+                expect=("dispatching",),
+                state="running",
+                site_job=ref,
+                message=f"submitted to {site.name} as Slurm job {ref}",
+            )
+        log.info("runs %s of %s: Slurm job %s on %s", run_ids, user, job, site.name)
 
     # follow
     async def _follow_active(self) -> None:
@@ -318,6 +413,10 @@ class Dispatcher:
                     await self.servers.shutdown_kernel(user)
 
     async def _follow(self, run: dict[str, Any]) -> None:
+        site = self.sites.get(run["site"])
+        if site is not None and site.slurm is not None:
+            await self._follow_batch(run, site)
+            return
         user, run_id = run["owner"], run["id"]
         d = run_dir(run_id)
         try:
@@ -342,6 +441,57 @@ class Dispatcher:
             if now - (run["started"] or now) > self.heartbeat_timeout:
                 self._finish_lost(run, "the executor never started (no status.json)")
             return
+        await self._record(run, text, now)
+
+    async def _follow_batch(self, run: dict[str, Any], site: Site) -> None:
+        """Follow a run on a Slurm site: its job in Slurm, then its status as for every run."""
+        user, run_id, ref = run["owner"], run["id"], run["site_job"]
+        d = run_dir(run_id)
+        try:
+            if run["cancel_requested"] and not run["cancel_sent"]:
+                with contextlib.suppress(ServerError):  # a running executor stops cleanly
+                    if await self.servers.known(user):
+                        await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "cancel\n")
+                await self.slurm.cancel(site, user, [ref])
+                self.store.update_run(
+                    run_id, cancel_sent=True, message=f"cancelling (scancel {ref})"
+                )
+            job = await self.slurm.state(site, user, ref)
+        except SlurmError as exc:
+            log.warning("following run %s on %s: %s", run_id, site.name, exc)
+            return
+        try:
+            if not await self.servers.known(user):  # e.g. culled while the job waited
+                await self.servers.ensure_server(user)
+            text = await self.servers.read_text(user, f"{d}/{ex.STATUS}", STATUS_MAX_BYTES)
+        except TooLarge:
+            await self._bad_status(run, f"it is larger than {STATUS_MAX_BYTES} bytes", final=True)
+            return
+        except ServerError as exc:
+            log.warning("following run %s: %s", run_id, exc)
+            return
+        if text is not None:
+            await self._record(run, text, time.time(), job)
+        elif not job.ended:
+            waiting = f"Slurm job {ref} on {site.name}: {job.state.lower()}"
+            if job.reason and job.reason != "None":
+                waiting += f" ({job.reason})"
+            if run["message"] != waiting and not run["cancel_requested"]:
+                self.store.update_run(run_id, expect=("running",), message=waiting)
+        elif run["cancel_requested"]:
+            self._finish_lost(run, f"cancelled before it started (scancel {ref})", "cancelled")
+        else:
+            self._finish_lost(
+                run,
+                f"the Slurm job {ref} ended ({job.state}) before the executor wrote a status; "
+                "Slurm's own log of it is in ~/runs/.slurm/",
+            )
+
+    async def _record(
+        self, run: dict[str, Any], text: str, now: float, job: JobState | None = None
+    ) -> None:
+        """Record what the status file ``text`` says (``job``: Slurm's view of the run)."""
+        user, run_id = run["owner"], run["id"]
         try:
             status = parse_status(text)
         except BadStatus as exc:
@@ -349,6 +499,8 @@ class Dispatcher:
             return
         self._bad_reads.pop(run_id, None)
         changes = {"cell": status.cell, "cells": status.cells, "pid": status.pid}
+        if job is not None and run["started"] is None:  # a batch run starts when Slurm runs it
+            changes["started"] = min(status.started or now, now)
         if status.state in TERMINAL:
             await self._collect(user, run_id)
             self.store.update_run(
@@ -362,6 +514,20 @@ class Dispatcher:
             )
             log.info("run %s of %s: %s", run_id, user, status.state)
             self.wake.set()
+            return
+        # read after the job ended and no longer heartbeating: this status is its last (a fresh
+        # heartbeat is an executor of an earlier submission of the same run, e.g. one re-queued
+        # after a restart, whose second job found the claim taken and ended at once)
+        if job is not None and job.ended and now - status.heartbeat > ENDED_JOB_QUIET:
+            await self._collect(user, run_id)
+            state = "timeout" if job.state in ("TIMEOUT", "DEADLINE") else "lost"
+            self._finish_lost(
+                run,
+                f"Slurm ended the job {run['site_job']} ({job.state}) before the executor "
+                "recorded the end of the run",
+                state,
+                **changes,
+            )
             return
         if now - status.heartbeat > self.heartbeat_timeout:
             await self._collect(user, run_id)

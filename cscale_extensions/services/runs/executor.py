@@ -10,7 +10,11 @@
 - ``log.txt`` (stdout/stderr, redirected by the launcher): papermill's log with cell outputs.
 
 A ``cancel`` file in RUN_DIR, or the run's timeout, interrupts the kernel (SIGINT, then SIGKILL
-after a grace period). A ``claim`` file created exclusively makes a second launch a no-op.
+after a grace period). Started by Slurm (a run on an HPC site, see :mod:`.slurmjobs`), the
+executor also takes SIGTERM — Slurm's notice at ``scancel`` or at the walltime — as the
+end of the run: ``cancelled`` (a ``cancel`` file is there, or no walltime was near) or
+``timeout``, with the output notebook kept, instead of dying without a final status. A
+``claim`` file created exclusively makes a second launch a no-op.
 
 A full disk loses nothing already written: every save of the output notebook goes to a
 temporary file that replaces the previous save only when complete, and a small reserve file
@@ -42,6 +46,8 @@ STATUS = "status.json"
 OUTPUT = "output.ipynb"
 INPUT = "input.ipynb"
 SPEC = "spec.json"
+#: what the service writes into spec.json of every run (+ "walltime" on a Slurm site)
+SPEC_KEYS = ("id", "notebook", "path", "parameters", "timeout", "kernel_name", "cwd")
 CANCEL = "cancel"
 CLAIM = "claim"
 RESERVE = ".reserve"
@@ -162,7 +168,21 @@ class Watchdog(threading.Thread):
         self.reporter = reporter
         self.timeout = timeout
         self.reason: str | None = None
+        #: set by :meth:`end` (a signal handler): (reason, message), acted on by the thread
+        self.ended: tuple[str, str] | None = None
+        self.detail = ""
         self.stopped = threading.Event()
+
+    def end(self, reason: str, detail: str) -> None:
+        """Stop the run for ``reason`` (from a signal handler: only records it)."""
+        if self.ended is None:
+            self.ended = (reason, detail)
+
+    def why(self) -> str | None:
+        """Why the run was stopped (None: it was not); also right after :meth:`end`."""
+        if self.reason is None and self.ended is not None:
+            self.reason, self.detail = self.ended
+        return self.reason
 
     def run(self) -> None:
         start = time.monotonic()
@@ -171,7 +191,9 @@ class Watchdog(threading.Thread):
         while not self.stopped.wait(0.5):
             now = time.monotonic()
             if self.reason is None:
-                if (self.run_dir / CANCEL).exists():
+                if self.ended is not None:
+                    self.reason, self.detail = self.ended
+                elif (self.run_dir / CANCEL).exists():
                     self.reason = "cancelled"
                 elif self.timeout and now - start > self.timeout:
                     self.reason = "timeout"
@@ -290,6 +312,8 @@ def _execute(run_dir: Path, root: Path) -> str:
             cwd = _inside(root, spec["cwd"])
         watchdog = Watchdog(run_dir, reporter, float(spec.get("timeout") or 0))
         watchdog.start()
+        if os.environ.get("SLURM_JOB_ID"):
+            _end_on_sigterm(watchdog, run_dir, float(spec.get("walltime") or 0))
         # jsonschema imports the optional rfc3987_syntax (it builds a grammar: ~3 s) for an
         # "iri" format check that notebook validation never uses; skip it, like a missing extra
         sys.modules.setdefault("rfc3987_syntax", None)
@@ -314,7 +338,7 @@ def _execute(run_dir: Path, root: Path) -> str:
             )
             state, error, message = "succeeded", None, ""
         except PapermillExecutionError as exc:
-            state = watchdog.reason or "failed"
+            state = watchdog.why() or "failed"
             error = {
                 "cell": exc.cell_index,
                 "exec_count": exc.exec_count,
@@ -323,7 +347,7 @@ def _execute(run_dir: Path, root: Path) -> str:
             }
             message = f"{exc.ename}: {exc.evalue}"
         except Exception as exc:  # kernel died, bad notebook, missing kernel …
-            state = watchdog.reason or "failed"
+            state = watchdog.why() or "failed"
             error = {"cell": None, "ename": type(exc).__name__, "evalue": str(exc)}
             message = f"{type(exc).__name__}: {exc}"
     except Exception as exc:
@@ -335,7 +359,9 @@ def _execute(run_dir: Path, root: Path) -> str:
     finally:
         if watchdog:
             watchdog.stopped.set()
-    if state == "timeout":
+    if watchdog and watchdog.detail and state == watchdog.reason:
+        message = watchdog.detail + ("; " + message if message else "")
+    elif state == "timeout":
         message = "the run exceeded its timeout; " + message
     elif state == "failed" and disk_full_error(error, message):
         saved = (run_dir / OUTPUT).exists()
@@ -361,6 +387,23 @@ def _execute(run_dir: Path, root: Path) -> str:
     with contextlib.suppress(OSError):  # the log may be on the full disk too
         print(f"run finished: {state} {message}", flush=True)
     return state
+
+
+def _end_on_sigterm(watchdog: Watchdog, run_dir: Path, walltime: float) -> None:
+    """Make Slurm's SIGTERM (scancel, walltime) end the run with a final status."""
+    started = time.monotonic()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if (run_dir / CANCEL).exists():
+            watchdog.end("cancelled", "cancelled: Slurm ended the job (scancel)")
+        elif walltime and time.monotonic() - started >= walltime - 90:
+            watchdog.end("timeout", f"the Slurm job reached its walltime ({walltime:g} s)")
+        else:
+            watchdog.end(
+                "cancelled", "Slurm ended the job (scancel, preemption or the node going down)"
+            )
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def disk_full_error(error: dict[str, Any] | None, message: str) -> bool:

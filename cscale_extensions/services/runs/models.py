@@ -34,6 +34,12 @@ class RunRequest(BaseModel):
         "notebook's directory, or the run directory for uploads).",
     )
     name: str = Field("", max_length=255, description="A label for listings.")
+    site: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Compute site (compute.sites, GET /sites); null: the default site.",
+    )
 
     @field_validator("path", "cwd")
     @classmethod

@@ -2,9 +2,10 @@
 
 sqlite in the service's state directory by default; PostgreSQL when a URL is configured
 (``postgresql://…`` uses the installed psycopg 3 driver). Every change is committed at once,
-so a restart of the service loses nothing it has acknowledged. The tables are created at the
-first use that reaches the database, so the service can start while its database is down (its
-requests answer 503 until it is back).
+so a restart of the service loses nothing it has acknowledged. The schema is brought up to
+date by the Alembic migrations of :mod:`.migrate` at the first use that reaches the database
+(the service tries at start), so the service can start while its database is down (its
+requests answer 503 until it is back); the tables below must match the newest migration.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from cscale_extensions.services.runs import migrate
 
 ACTIVE = ("dispatching", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")
@@ -51,6 +54,8 @@ runs = sa.Table(
     sa.Column("cancel_sent", sa.Boolean, nullable=False, default=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("pid", sa.Integer),
+    sa.Column("site", sa.String(64)),  # compute site (compute.sites); NULL: the local site
+    sa.Column("site_job", sa.String(64)),  # the Slurm job: 1234, or 1234_7 (array task)
 )
 schedules = sa.Table(
     "schedules",
@@ -69,6 +74,7 @@ schedules = sa.Table(
     sa.Column("timeout", sa.Float, nullable=False, default=0),
     sa.Column("kernel_name", sa.String(255)),
     sa.Column("cwd", sa.String(1024)),
+    sa.Column("site", sa.String(64)),
 )
 
 _JSON = ("notebook", "parameters", "error")
@@ -129,13 +135,14 @@ class Store:
         self._schema_lock = threading.Lock()
 
     def ensure_schema(self) -> None:
-        """Create the tables (once); raises SQLAlchemy's OperationalError while the database
-        cannot be reached, and is tried again by the next use."""
+        """Migrate the database to the newest schema (once); raises SQLAlchemy's
+        OperationalError while the database cannot be reached, and is tried again by the
+        next use."""
         if self._schema_ready:
             return
         with self._schema_lock:
             if not self._schema_ready:
-                meta.create_all(self.engine)
+                migrate.upgrade(self.engine)
                 self._schema_ready = True
 
     def _begin(self):
@@ -247,12 +254,12 @@ class Store:
         with self._connect() as conn:
             return int(conn.execute(q).scalar_one())
 
-    def count_active(self) -> dict[str, int]:
-        q = (
-            sa.select(runs.c.owner, sa.func.count())
-            .where(runs.c.state.in_(ACTIVE))
-            .group_by(runs.c.owner)
-        )
+    def count_active(self, except_sites: tuple[str, ...] = ()) -> dict[str, int]:
+        """Runs dispatching or running per owner, leaving out those on ``except_sites``."""
+        q = sa.select(runs.c.owner, sa.func.count()).where(runs.c.state.in_(ACTIVE))
+        if except_sites:
+            q = q.where(sa.or_(runs.c.site.is_(None), runs.c.site.not_in(except_sites)))
+        q = q.group_by(runs.c.owner)
         with self._connect() as conn:
             return {owner: n for owner, n in conn.execute(q)}
 

@@ -321,6 +321,21 @@ class UserServers:
                 last = ServerError(f"launcher said: {out[-500:]}")
             raise ServerError(f"could not launch the executor for {user}: {last}")
 
+    async def run_launcher(self, user: str, code: str) -> str:
+        """Execute ``code`` in the user's launcher kernel (a fresh kernel if that one does not
+        answer) and return what it printed: output of the user's side, untrusted."""
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        async with lock:
+            last: Exception | None = None
+            for fresh in (False, True):
+                kernel = await self._kernel(user, fresh=fresh)
+                try:
+                    return await self._execute(user, kernel, code)
+                except (OSError, ServerError, TimeoutError) as exc:
+                    last = exc
+                    self._kernels.pop(user, None)
+            raise ServerError(f"the launcher kernel of {user} did not answer: {last}")
+
     async def shutdown_kernel(self, user: str) -> None:
         kernel = self._kernels.pop(user, None)
         if kernel and user in self._urls:

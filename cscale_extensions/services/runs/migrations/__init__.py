@@ -1,0 +1,1 @@
+"""Alembic environment of the runs database (see :mod:`..migrate`)."""

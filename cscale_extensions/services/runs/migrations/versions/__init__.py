@@ -1,0 +1,1 @@
+"""Revisions of the runs database, oldest first (``down_revision`` chains them)."""
