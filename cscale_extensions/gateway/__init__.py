@@ -254,6 +254,7 @@ def configure(c, cfg: dict[str, Any]) -> None:
 
     if local:
         data_dir = Path(cfg["platform"]["data_dir"])
+        limited.homes_dir = str(data_dir / "homes")  # the users' homes, as the hub's spawners
         # users traverse to their own cluster directories (0700, theirs); the database is private
         state = data_dir / "dask-gateway"
         for d, mode in ((state, 0o711), (state / "clusters", 0o711), (state / LOGS_DIR, 0o711),

@@ -76,6 +76,9 @@ class SlurmJobs:
 
     slurm_sites: dict[str, dict[str, Any]] = {}
     gateway_name: str = ""
+    #: where the platform keeps homes (the local stack: ``<data_dir>/homes``, as the hub's
+    #: spawner); empty: the account's home in the password database
+    homes_dir: str = ""
 
     # -- which site --------------------------------------------------------------------------
     def slurm_site_of(self, cluster) -> dict[str, Any] | None:
@@ -89,8 +92,14 @@ class SlurmJobs:
     def _prefix(self) -> str:
         return f"{JOB_PREFIX}.{self.gateway_name or gateway_id(self.db_url)}."
 
+    def home_of(self, username: str) -> str:
+        """The user's home as their servers have it."""
+        if self.homes_dir:
+            return os.path.join(self.homes_dir, username)
+        return pwd.getpwnam(username).pw_dir
+
     def staging_directory(self, cluster, site: dict[str, Any]) -> str:
-        home = pwd.getpwnam(cluster.username).pw_dir
+        home = self.home_of(cluster.username)
         base = site["slurm"]["staging_dir"].format(home=home, username=cluster.username)
         return os.path.join(os.path.normpath(base), cluster.name)
 
@@ -112,7 +121,7 @@ class SlurmJobs:
         scratch = os.path.join(staging, SCRATCH)
         env.update({
             "USER": cluster.username,
-            "HOME": pwd.getpwnam(cluster.username).pw_dir,
+            "HOME": self.home_of(cluster.username),
             "TMPDIR": scratch,
             "DASK_TEMPORARY_DIRECTORY": scratch,
             **self._client(site).env(),

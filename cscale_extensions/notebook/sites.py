@@ -52,7 +52,7 @@ def compute_sites(gateway: Any = None) -> list[dict[str, Any]]:
     for name in field.options:
         info = described.get(name, {})
         out.append({"name": name, "kind": info.get("kind", ""),
-                    "description": info.get("description", ""), "default": name == field.default,
+                    "description": info.get("description", ""), "default": name == field.value,
                     "limits": info.get("limits", {}), "gateway": None})
     # sites served by a gateway of their own (e.g. on an HPC login node): that gateway decides
     for name, info in described.items():

@@ -34,8 +34,9 @@ def _jobs_of(slurm, cluster_name: str):
     return [j for j in slurm.jobs() if cluster_name in j.name]
 
 
-def _staging(cluster_name: str) -> Path:
-    return Path(pwd.getpwnam(MEMBER).pw_dir) / ".dask-gateway" / cluster_name
+def _staging(stack, cluster_name: str) -> Path:
+    """Where the cluster's jobs keep their files: in the member's home of this stack."""
+    return stack.state_dir / "homes" / MEMBER / ".dask-gateway" / cluster_name
 
 
 def _gateway_pid(stack) -> int | None:
@@ -70,7 +71,7 @@ def test_member_cluster_on_hpc_computes_as_the_member(hpc_stack, gateway_for, sl
         data = 2 * 2**30 + 512 * 2**20
         limits = client.run(lambda: resource.getrlimit(resource.RLIMIT_DATA))
         assert set(limits.values()) == {(data, data)}
-        scratch = str(_staging(name) / "tmp")
+        scratch = str(_staging(hpc_stack, name) / "tmp")
         assert set(client.run(lambda: os.environ["TMPDIR"]).values()) == {scratch}
         info = client.scheduler_info()
         assert info["address"].startswith("tls://127.0.0.1:")
@@ -82,7 +83,7 @@ def test_member_cluster_on_hpc_computes_as_the_member(hpc_stack, gateway_for, sl
     finally:
         cluster.shutdown()
     assert wait_for(lambda: not _jobs_of(slurm, name), 60, 0.5), _jobs_of(slurm, name)
-    staging = _staging(name)
+    staging = _staging(hpc_stack, name)
     logs = sorted(p.name for p in staging.iterdir())
     assert "dask-scheduler.log" in logs and sum(n.startswith("dask-worker-") for n in logs) == 2
     assert "dask.pem" not in logs and "tmp" not in logs  # key and scratch gone, logs kept
