@@ -16,11 +16,13 @@ import os
 import pwd
 import resource
 import signal
+import time
 import uuid
 from pathlib import Path
 
 import psutil
 import pytest
+from distributed import fire_and_forget
 
 from cscale_extensions.net import wait_for
 
@@ -128,8 +130,15 @@ def test_gateway_killed_then_restarted_cancels_jobs_no_cluster_owns(hpc_stack, g
     cluster = gw.new_cluster(site="hpc", shutdown_on_close=False)
     name = cluster.name
     try:
-        cluster.scale(1)
-        cluster.get_client().wait_for_workers(1, timeout=240)
+        cluster.scale(2)
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=240)
+        # one worker stays busy (a task that needs no client): the module's short idle timeout
+        # must not end the cluster while the gateway is down and restarting
+        busy, free = sorted(client.scheduler_info()["workers"])
+        fire_and_forget(client.submit(time.sleep, 600, pure=False, workers=[busy]))
+        assert wait_for(lambda: any(client.processing().values()), 60, 0.5)
+        client.close()
         live = {j.id for j in _jobs_of(slurm, name)}
         scheduler_job = next(j for j in slurm.jobs() if j.name.endswith("." + name))
         prefix = scheduler_job.name[: -len(name)]
@@ -146,7 +155,7 @@ def test_gateway_killed_then_restarted_cancels_jobs_no_cluster_owns(hpc_stack, g
         assert live <= {j.id for j in slurm.jobs()}  # the live cluster's jobs are kept
         again = gw.connect(name)
         with again.get_client() as client:
-            assert client.submit(sum, [1, 2, 3]).result(timeout=120) == 6
+            assert client.submit(sum, [1, 2, 3], workers=[free]).result(timeout=120) == 6
         again.close()
     finally:
         gw.stop_cluster(name)
