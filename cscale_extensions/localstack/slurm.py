@@ -443,8 +443,10 @@ def serve(root: Path) -> int:
         daemons.stop(cancel=False)
         return 1
     tmp = lay.status.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "daemons": {n: p.pid for n, p in daemons.procs},
-                               "conf": str(lay.conf)}))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # root's: pids of the daemons
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": os.getpid(), "daemons": {n: p.pid for n, p in daemons.procs},
+                            "conf": str(lay.conf)}))
     os.replace(tmp, lay.status)
     log.info("Slurm is up: SLURM_CONF=%s", lay.conf)
     code = 0
