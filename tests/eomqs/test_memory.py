@@ -5,8 +5,9 @@ A soak: EO-MQS as its own process (its RSS measured with psutil) over a real sor
 (sitekit.TestSite under uvicorn) and a real rustac site that cannot sort (EO-MQS sorts its items
 itself, in the same page cache), paged through completely several times with different page
 sizes and sort orders (one cycle), then the same cycle again: > 100k items served in all. What
-must hold: the second cycle adds less than ``FLAT_MIB`` to the RSS the first left (memory does
-not depend on how many pages were served), and the RSS never exceeds its start by more than
+must hold: the second cycle ends less than ``FLAT_MIB`` above the highest RSS of the first
+(memory does not depend on how many pages were served; the highest, not the last sample, so a
+collection that happens to run at the cycle's end does not lower the baseline), and the RSS never exceeds its start by more than
 the page cache budget plus ``WORKING_MIB`` (pages being parsed and rendered, the sorted list
 of the rustac site being built). Before the fix, the cache (512 entries) alone held hundreds of
 MiB of these pages.
@@ -142,6 +143,7 @@ def test_rss_stays_flat_while_paging_100k_items_through_real_sites(tmp_path):
             for body in runs:
                 assert _page_all(url, body, proc, samples) == total
             after_first = samples[-1]
+            first_cycle_high = max(rss for _, rss in samples)
             for body in runs:
                 assert _page_all(url, body, proc, samples) == total
             took = time.monotonic() - t0
@@ -161,11 +163,11 @@ def test_rss_stays_flat_while_paging_100k_items_through_real_sites(tmp_path):
     )
     report = (
         f"{served} items in {took:.0f} s; RSS (MiB) start {start:.0f}, after the first cycle "
-        f"({after_first[0]} items) {warm:.0f}, peak {peak:.0f}, end {end:.0f}; {curve}"
+        f"({after_first[0]} items) {warm:.0f} (its highest {first_cycle_high:.0f}), peak {peak:.0f}, end {end:.0f}; {curve}"
     )
     print(report)
     assert served >= 100_000, report
-    assert end - warm < FLAT_MIB, report
+    assert end - first_cycle_high < FLAT_MIB, report
     assert peak - start < CACHE_MIB + WORKING_MIB, report
 
 
