@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -35,6 +36,14 @@ log = logging.getLogger("cscale.runs")
 
 class ServerError(RuntimeError):
     """The user's server could not be started or reached."""
+
+
+class _LauncherFailed(Exception):
+    """Both tries in the launcher kernel failed; ``last`` says how."""
+
+    def __init__(self, last: Exception | None):
+        super().__init__(str(last))
+        self.last = last
 
 
 class Gone(ServerError):
@@ -305,36 +314,37 @@ class UserServers:
 
     async def launch(self, user: str, run_dir: str) -> None:
         """Start the detached executor for ``run_dir`` in the user's server."""
-        lock = self._locks.setdefault(user, asyncio.Lock())
-        async with lock:
-            last: Exception | None = None
-            for fresh in (False, True):
-                kernel = await self._kernel(user, fresh=fresh)
-                try:
-                    out = await self._execute(user, kernel, LAUNCH_CODE.format(rel=run_dir))
-                except (OSError, ServerError, TimeoutError) as exc:
-                    last = exc
-                    self._kernels.pop(user, None)
-                    continue
-                if "launched" in out:
-                    return
-                last = ServerError(f"launcher said: {out[-500:]}")
-            raise ServerError(f"could not launch the executor for {user}: {last}")
+        try:
+            await self._in_launcher(user, LAUNCH_CODE.format(rel=run_dir), lambda out: "launched" in out)
+        except _LauncherFailed as exc:
+            raise ServerError(f"could not launch the executor for {user}: {exc.last}") from None
 
     async def run_launcher(self, user: str, code: str) -> str:
         """Execute ``code`` in the user's launcher kernel (a fresh kernel if that one does not
         answer) and return what it printed: output of the user's side, untrusted."""
+        try:
+            return await self._in_launcher(user, code, lambda out: True)
+        except _LauncherFailed as exc:
+            raise ServerError(f"the launcher kernel of {user} did not answer: {exc.last}") from None
+
+    async def _in_launcher(self, user: str, code: str, accepted: Callable[[str], bool]) -> str:
+        """Run ``code`` in the user's launcher kernel until its output is ``accepted``: once
+        in the kernel at hand, once more in a fresh one."""
         lock = self._locks.setdefault(user, asyncio.Lock())
         async with lock:
             last: Exception | None = None
             for fresh in (False, True):
                 kernel = await self._kernel(user, fresh=fresh)
                 try:
-                    return await self._execute(user, kernel, code)
+                    out = await self._execute(user, kernel, code)
                 except (OSError, ServerError, TimeoutError) as exc:
                     last = exc
                     self._kernels.pop(user, None)
-            raise ServerError(f"the launcher kernel of {user} did not answer: {last}")
+                    continue
+                if accepted(out):
+                    return out
+                last = ServerError(f"launcher said: {out[-500:]}")
+            raise _LauncherFailed(last)
 
     async def shutdown_kernel(self, user: str) -> None:
         kernel = self._kernels.pop(user, None)
