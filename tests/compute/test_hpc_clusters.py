@@ -20,8 +20,10 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
+from dask_gateway.client import GatewayServerError
 from distributed import fire_and_forget
 
 from cscale_extensions.net import wait_for
@@ -39,6 +41,15 @@ def _jobs_of(slurm, cluster_name: str):
 def _staging(stack, cluster_name: str) -> Path:
     """Where the cluster's jobs keep their files: in the member's home of this stack."""
     return stack.state_dir / "homes" / MEMBER / ".dask-gateway" / cluster_name
+
+
+def _listed(gw, cluster_name: str) -> bool:
+    """The gateway answers and lists the cluster as running."""
+    try:
+        return any(c.name == cluster_name and c.status.name == "RUNNING"
+                   for c in gw.list_clusters())
+    except (ValueError, GatewayServerError, aiohttp.ClientError, OSError):
+        return False
 
 
 def _gateway_pid(stack) -> int | None:
@@ -153,6 +164,8 @@ def test_gateway_killed_then_restarted_cancels_jobs_no_cluster_owns(hpc_stack, g
         assert wait_for(lambda: (_gateway_pid(hpc_stack) or pid) != pid, 120, 0.5)
         assert wait_for(lambda: orphan not in {j.id for j in slurm.jobs()}, 120, 1)
         assert live <= {j.id for j in slurm.jobs()}  # the live cluster's jobs are kept
+        # until the new gateway's proxy has its routes, the gateway's URL answers 404 (dask-gateway)
+        assert wait_for(lambda: _listed(gw, name), 120, 1)
         again = gw.connect(name)
         with again.get_client() as client:
             assert client.submit(sum, [1, 2, 3], workers=[free]).result(timeout=120) == 6
