@@ -1,12 +1,11 @@
-"""JupyterHub configuration of C-SCALE Hub: the same file for the local stack and the Helm chart.
+"""JupyterHub configuration of C-SCALE Hub on the local stack (``jupyterhub -f`` this file).
 
-Load order: defaults from cscale_extensions/config/sections/*.yaml, then the platform YAML
-named by $CSCALE_HUB_CONFIG (written by `cscale-hub up`, or mounted by the chart), validated;
-then cscale_extensions.hub.configure() applies it. Secrets come from the environment.
+The Helm chart makes the same call from its ``hub.extraConfig``, after z2jh's configuration:
+cscale_extensions.hub.configure_from_environment() loads the platform settings (defaults from
+cscale_extensions/config/sections/*.yaml, then the YAML named by $CSCALE_HUB_CONFIG, written by
+`cscale-hub up`, validated) and applies them. Secrets come from the environment.
 """
 
-from cscale_extensions import config as settings
-from cscale_extensions.hub import configure
+from cscale_extensions.hub import configure_from_environment
 
-c = get_config()  # noqa: F821 (provided by JupyterHub)
-configure(c, settings.load_resolved())
+configure_from_environment(get_config())  # noqa: F821 (provided by JupyterHub)

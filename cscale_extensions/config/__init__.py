@@ -10,8 +10,9 @@ effective configuration is, in this order:
 3. validated against the full schema; an invalid value stops start-up with an
    error that names the key and says what is allowed.
 
-Both the local stack and the Helm chart feed the same files in ``hub_config/``
-from this model.
+Both the local stack and the Helm chart configure every process from this model through
+the same entry points (``hub.configure_from_environment``, ``gateway.configure_from_environment``),
+which read it with :func:`load_resolved`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ import yaml
 SECTIONS_DIR = Path(__file__).parent / "sections"
 #: environment variable naming the resolved configuration (JSON or YAML) for hub_config/
 CONFIG_ENV = "CSCALE_HUB_CONFIG"
+#: environment variable holding the settings YAML itself, where no file can be mounted (the
+#: dask-gateway chart's gateway pod gets the ConfigMap cscale-settings this way)
+TEXT_ENV = "CSCALE_SETTINGS_YAML"
 
 
 class ConfigError(ValueError):
@@ -105,6 +109,25 @@ def validate(cfg: Mapping[str, Any]) -> None:
         )
 
 
+def _parse(text: str, source: str) -> dict[str, Any]:
+    """The operator's settings in ``text`` (YAML), a mapping of sections; ``source`` names it."""
+    try:
+        user = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(user, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return dict(user)
+
+
+def _resolve(user: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = deep_merge(defaults(), user)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
 def load(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults, merged with the YAML file at ``path`` and ``overrides``, validated."""
     user: dict[str, Any] = {}
@@ -113,24 +136,22 @@ def load(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
-        try:
-            user = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(user, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    cfg = deep_merge(defaults(), user)
-    if overrides:
-        cfg = deep_merge(cfg, overrides)
-    validate(cfg)
-    return cfg
+        user = _parse(text, str(path))
+    return _resolve(user, overrides)
+
+
+def loads(text: str, source: str = "<settings>") -> dict[str, Any]:
+    """Defaults, merged with the settings YAML ``text``, validated (``source`` names it in errors)."""
+    return _resolve(_parse(text, source), None)
 
 
 def load_resolved() -> dict[str, Any]:
-    """The configuration a running component was handed through ``$CSCALE_HUB_CONFIG``."""
+    """The configuration a running component was handed: the file ``$CSCALE_HUB_CONFIG`` names,
+    else the YAML text in ``$CSCALE_SETTINGS_YAML``, else the defaults."""
     path = os.environ.get(CONFIG_ENV)
     if not path:
-        return load(None)
+        text = os.environ.get(TEXT_ENV)
+        return loads(text, f"${TEXT_ENV}") if text else load(None)
     if path.endswith(".json"):
         cfg = deep_merge(defaults(), json.loads(Path(path).read_text()))
         validate(cfg)

@@ -1,6 +1,8 @@
 """dask-gateway server configuration shared by every backend: options and limits by VO.
 
-``hub_config/dask_gateway_config.py`` calls :func:`configure`. Users pick worker cores and
+:func:`configure_from_environment` is the entry point of both deployments: the local stack's
+``hub_config/dask_gateway_config.py`` and the chart's ``gateway.extraConfig`` call it from the
+installed package; it loads the settings handed to the process and applies :func:`configure`. Users pick worker cores and
 memory within the limits of their VOs (hub groups are VO names; a member of several VOs gets
 the largest value of each limit); clusters stop after ``idle_timeout``; a user may run at most
 ``max_clusters_per_user`` clusters at once, whatever the compute site (the option ``site``,
@@ -23,12 +25,13 @@ from typing import Any
 
 from dask_gateway_server.backends.base import PublicException
 
+from cscale_extensions import config as settings
 from cscale_extensions import userlimits
 from cscale_extensions.gateway.dashboards import DashboardAccess
 from cscale_extensions.gateway.sites import LIMIT_KEYS, cluster_options, limits_for, served_sites
 from cscale_extensions.gateway.slurm import SlurmJobs
 
-__all__ = ["LIMIT_KEYS", "cluster_options", "configure", "limits_for"]
+__all__ = ["LIMIT_KEYS", "cluster_options", "configure", "configure_from_environment", "limits_for"]
 
 class ClusterCountLimit:
     """Backend mixin: refuse a new cluster when the user already runs ``max_clusters_per_user``."""
@@ -217,6 +220,14 @@ def _limited(backend_cls: type) -> type:
                {})
     cls.own_accounts = not unsafe
     return cls
+
+
+def configure_from_environment(c) -> None:
+    """Configure ``c`` from the settings this process was handed (``config.load_resolved``): the
+    file ``$CSCALE_HUB_CONFIG`` names (local stack), or the settings YAML itself in
+    ``$CSCALE_SETTINGS_YAML`` (the chart: the dask-gateway chart mounts no extra volume, its
+    pod gets the ConfigMap cscale-settings as an environment variable)."""
+    configure(c, settings.load_resolved())
 
 
 def configure(c, cfg: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """dask-gateway-server on Kubernetes: KubeBackend and KubeClusterConfig from the settings.
 
 ``cscale_extensions.gateway.configure`` (shared by all backends: JupyterHub auth, per-VO
-cluster options and limits) calls :func:`configure_kube_backend` when
+cluster options and limits; the chart's ``gateway.extraConfig`` calls it through
+``configure_from_environment``) calls :func:`configure_kube_backend` when
 ``dask_gateway.backend`` is ``kubernetes``. Schedulers and workers run the single-user image
 (the same locked environment as the notebooks, so client and cluster versions match) as a
 non-root account with all capabilities dropped; idle clusters stop after
@@ -90,34 +91,3 @@ def configure_kube_backend(c, cfg: dict[str, Any]) -> None:
     labels = {"app.kubernetes.io/part-of": "cscale-hub"}
     cc.scheduler_extra_pod_labels = labels
     cc.worker_extra_pod_labels = labels
-
-
-#: environment variables the chart fills from its ConfigMaps (the gateway chart mounts no volumes)
-SETTINGS_ENV = "CSCALE_SETTINGS_YAML"
-CONFIG_PY_ENV = "CSCALE_GATEWAY_CONFIG_PY"
-
-
-def run_config_from_env(c, state_dir: str | None = None) -> None:
-    """Apply hub_config/dask_gateway_config.py, handed over in the environment, to ``c``.
-
-    Called from the dask-gateway chart's ``gateway.extraConfig``. Writes the settings YAML
-    from ``$CSCALE_SETTINGS_YAML`` to a private file, points ``$CSCALE_HUB_CONFIG`` at it
-    and runs the code in ``$CSCALE_GATEWAY_CONFIG_PY`` (the repository file, byte for byte)
-    with ``get_config()`` returning ``c``.
-    """
-    import os
-    import tempfile
-
-    from cscale_extensions.config import CONFIG_ENV
-
-    missing = [n for n in (SETTINGS_ENV, CONFIG_PY_ENV) if not os.environ.get(n)]
-    if missing:
-        raise RuntimeError(f"cscale gateway configuration: {', '.join(missing)} not set")
-    folder = tempfile.mkdtemp(prefix="cscale-", dir=state_dir)
-    path = os.path.join(folder, "config.yaml")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(os.environ[SETTINGS_ENV])
-    os.environ[CONFIG_ENV] = path
-    code = compile(os.environ[CONFIG_PY_ENV], "hub_config/dask_gateway_config.py", "exec")
-    exec(code, {"__name__": "cscale_gateway_config", "get_config": lambda: c})

@@ -1,11 +1,15 @@
-"""JupyterHub configuration of C-SCALE Hub, applied by ``hub_config/jupyterhub_config.py``.
+"""JupyterHub configuration of C-SCALE Hub, for the local stack and the Helm chart alike.
 
-:func:`configure` is the one entry point, for the local stack and the Helm chart alike:
+:func:`configure_from_environment` is the one entry point: the local stack's
+``hub_config/jupyterhub_config.py`` calls it, and so does the chart's ``hub.extraConfig``
+(after z2jh's own configuration, from the installed package: no mounted copy, no ``runpy``).
+It loads the settings handed to the process and applies :func:`configure`:
 
 1. authentication (OIDC discovery, VO gating, admin roles, token refresh),
 2. the hub itself (local deployment only: ports, proxy, database; z2jh does this on Kubernetes),
 3. the spawner (system users, same user, or KubeSpawner) and the user servers' environment,
-4. the hub services (dask-gateway, idle culler, EO-MQS, runs) and their roles.
+4. the hub services (dask-gateway, idle culler, EO-MQS, runs) and their roles, appended to
+   what an earlier configuration (z2jh) registered by :func:`register` (the one merge).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cscale_extensions import config as settings
+from cscale_extensions.compute import sitegroups
 from cscale_extensions.hub import servertls
 from cscale_extensions.hub.auth import CScaleAuthenticator
 from cscale_extensions.hub.environment import public_url, user_environment
@@ -23,7 +29,7 @@ from cscale_extensions.hub.origins import configure_origins
 from cscale_extensions.hub.pages import configure_pages
 from cscale_extensions.processes import stack_processes, stop_processes
 from cscale_extensions.services import runs
-from cscale_extensions.services.eomqs.service import service_spec as eomqs_service_spec
+from cscale_extensions.services.eomqs.registration import service_spec as eomqs_service_spec
 
 log = logging.getLogger("cscale.hub")
 SECRET_ENV = "CSCALE_OIDC_CLIENT_SECRET"
@@ -36,6 +42,13 @@ ADMIN_TOKEN_ENV = "CSCALE_ADMIN_API_TOKEN"
 def repo_root(cfg: dict[str, Any]) -> Path:
     root = cfg["runtime"]["repo_root"]
     return Path(root) if root else Path(__file__).resolve().parents[2]
+
+
+def configure_from_environment(c) -> None:
+    """Configure ``c`` from the settings this process was handed (``config.load_resolved``:
+    ``$CSCALE_HUB_CONFIG``, a file the launcher writes or the chart mounts from the ConfigMap
+    cscale-settings). The entry point of ``hub_config/jupyterhub_config.py`` and the chart."""
+    configure(c, settings.load_resolved())
 
 
 def configure(c, cfg: dict[str, Any]) -> None:
@@ -146,7 +159,7 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
         configure_kubespawner(c, cfg)
         return
 
-    from cscale_extensions.hub.spawner import SameUserSpawner, SystemUserSpawner
+    from cscale_extensions.hub.spawner import ACCOUNT_MARKER, SameUserSpawner, SystemUserSpawner
 
     data = Path(cfg["platform"]["data_dir"])
     python = Path(s["python"] or sys.executable)
@@ -161,6 +174,11 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
             raise ValueError("spawner.backend system-users needs the platform to run as root")
         c.JupyterHub.spawner_class = SystemUserSpawner
         c.SystemUserSpawner.homes_dir = str(data / "homes")
+        # Slurm itself enforces the sites' VOs through POSIX groups the hub keeps (compute/sitegroups)
+        groups = [g.to_dict() for g in sitegroups.from_settings(cfg)]
+        c.SystemUserSpawner.site_groups = groups
+        c.CScaleAuthenticator.site_groups = groups
+        c.CScaleAuthenticator.account_marker = ACCOUNT_MARKER
         if cfg["platform"]["deployment"] == "local":  # the launcher's proxy trusts this CA
             c.SystemUserSpawner.server_tls_dir = str(data / servertls.DATA_SUBDIR)
     else:
@@ -171,7 +189,13 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
         )
         c.JupyterHub.spawner_class = SameUserSpawner
         c.SameUserSpawner.home_dir_template = str(data / "homes" / "{username}")
-    c.Spawner.cmd = [str(python.parent / "jupyterhub-singleuser")]
+    # with the hub's own Python, jsonschema's IRI checker is loaded at its first use, not at
+    # every server start (~2 s of CPU each: cscale_extensions.fastimport)
+    c.Spawner.cmd = (
+        [str(python), "-P", "-m", "cscale_extensions.fastimport", "jupyterhub-singleuser"]
+        if not s["python"]
+        else [str(python.parent / "jupyterhub-singleuser")]
+    )
     c.Spawner.notebooks_source = source if n["enabled"] else ""
     c.Spawner.notebooks_target = n["target"]
     c.Spawner.platform_env = env
@@ -261,13 +285,33 @@ def configure_services(c, cfg: dict[str, Any]) -> None:
             "read:users:groups!user", f"{ACCESS_TOKEN_SCOPE}!user", *access,
         ],
     })
-    # append: on Kubernetes z2jh has registered its own services and roles already
-    ours = {r["name"] for r in roles}
     for svc in services:
         svc["environment"] = {**svc.get("environment", {}), SERVICE_ENV: svc["name"]}
-    mine = {svc["name"] for svc in services}
-    c.JupyterHub.services = [s for s in _already(c.JupyterHub, "services") if s.get("name") not in mine] + services
-    c.JupyterHub.load_roles = [r for r in _already(c.JupyterHub, "load_roles") if r.get("name") not in ours] + roles
+    register(c, services, roles)
+
+
+def register(c, services: list[dict[str, Any]], roles: list[dict[str, Any]]) -> None:
+    """Append our hub services and roles to those an earlier configuration registered.
+
+    The one merge of ``JupyterHub.services`` and ``JupyterHub.load_roles``. On Kubernetes z2jh's
+    jupyterhub_config.py runs first and registers the idle culler, ``hub.services`` (with the
+    api tokens from its Secret ``hub`` that our Deployments and the gateway read) and
+    ``hub.loadRoles``; on the local stack nothing comes before. Precedence: every earlier entry
+    is kept, in its order, unless one of ours has the same name; then ours replaces it (logged
+    when it differs), so a configuration loaded twice registers nothing twice. Ours follow, in
+    our order. On Kubernetes we register no services (the chart runs them), only the ``user``
+    and ``server`` roles, so z2jh's services and tokens are always kept as they are.
+    """
+    for key, ours in (("services", services), ("load_roles", roles)):
+        mine = {entry["name"]: entry for entry in ours}
+        kept = []
+        for entry in _already(c.JupyterHub, key):
+            name = entry.get("name")
+            if name not in mine:
+                kept.append(entry)
+            elif entry != mine[name]:
+                log.warning("JupyterHub.%s: C-SCALE Hub's entry %r replaces an earlier one", key, name)
+        setattr(c.JupyterHub, key, kept + list(ours))
 
 
 def _already(section, key: str) -> list[dict[str, Any]]:

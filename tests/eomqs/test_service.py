@@ -14,7 +14,7 @@ import yaml
 from sitekit import TestSite, make_item, serve
 
 from cscale_extensions.net import free_port, http_ready, wait_for
-from cscale_extensions.services.eomqs import add_eomqs_parser, service_spec
+from cscale_extensions.services.eomqs.service import add_eomqs_parser, service_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -66,14 +66,11 @@ def stub_subcharts(chart_dir: Path) -> None:
 
 @pytest.fixture(scope="session")
 def chart_copy(tmp_path_factory) -> Path:
-    """helm/cscale-hub copied to <tmp>/helm/cscale-hub with stub subcharts in charts/. The
-    committed relative symlink files/hub_config -> ../../../hub_config is kept and resolves to
-    <tmp>/hub_config, itself a link to the repository's hub_config/ (helm follows both)."""
+    """helm/cscale-hub copied to <tmp>/helm/cscale-hub with stub subcharts in charts/: the
+    chart alone, nothing of the repository beside it (it carries no copy of our code)."""
     root = tmp_path_factory.mktemp("repo")
     dest = root / "helm" / "cscale-hub"
     shutil.copytree(CHART, dest, symlinks=True, ignore=shutil.ignore_patterns("charts"))
-    (root / "hub_config").symlink_to(REPO / "hub_config", target_is_directory=True)
-    assert (dest / "files" / "hub_config").is_symlink()
     stub_subcharts(dest)
     return dest
 

@@ -53,16 +53,13 @@ def test_kubernetes_validate_rejects_a_bad_object(render, obj):
         kubernetes_validate.validate(dep, "1.31", strict=True)
 
 
-def test_hub_config_configmap_is_the_repository_file_byte_for_byte(render, obj):
-    data = obj(render(), "ConfigMap", "cscale-hub-config")["data"]
-    for name in ("jupyterhub_config.py", "dask_gateway_config.py"):
-        assert data[name].encode() == (REPO / "hub_config" / name).read_bytes(), name
-
-
-def test_chart_reads_hub_config_through_a_symlink_to_the_repository():
-    link = CHART / "files" / "hub_config"
-    assert link.is_symlink()
-    assert link.resolve() == (REPO / "hub_config").resolve()
+def test_the_chart_carries_no_copy_of_our_code(render):
+    """The hub and gateway run the installed package (their extraConfig calls it): no
+    ConfigMap of Python source, no file of the chart links into the repository."""
+    config_maps = [o for o in render() if o["kind"] == "ConfigMap"]
+    assert [o["metadata"]["name"] for o in config_maps] == ["cscale-settings"]
+    assert not [p for p in CHART.rglob("*") if p.is_symlink()]
+    assert not (CHART / "files").exists()
 
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
@@ -318,7 +315,8 @@ def test_notes_render_with_stub_subcharts(chart_copy, run, tmp_path):
     import shutil
 
     chart = tmp_path / "cscale-hub"
-    shutil.copytree(chart_copy, chart)  # hub_config copied as files (the relative link would break)
+    shutil.copytree(chart_copy, chart)
+    (chart / "files").mkdir()
     shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
     (chart / "templates" / "zz-notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"

@@ -1,10 +1,10 @@
 """Checks of images/*/Dockerfile without a container engine.
 
 Proves: one base from images/bases.txt (tag, digest when resolved) for all three images, the
-build script refusing an unpinned release, the same runtime lock in every image and no test
-tooling, a non-root final USER, the notebooks where the spawner looks, the command / uid the
-chart configures, and — by really building the wheel — that the files the Dockerfile COPYs
-and its .dockerignore admits are enough for its ``pip install --no-deps .`` (the step that
+build script refusing an unpinned release, one recipe installing each image's own lock (its
+extras: test_image_extras.py) and no test tooling, a non-root final USER, the notebooks where
+the spawner looks, the command / uid the chart configures, and — by really building the
+wheel — that the files the Dockerfile COPYs and its .dockerignore admits are enough for its ``pip install --no-deps .`` (the step that
 failed with "can't copy 'share/...'"). Does NOT prove that the images build or run: the
 container builds (buildah/podman from stand-in bases) are not done yet (docs/deploy.md).
 """
@@ -102,13 +102,17 @@ def test_build_script_refuses_a_base_without_digest(tmp_path):
 
 
 def test_the_three_images_share_the_locked_environment():
-    """One environment for all: identical instructions up to our package, so the hub, the
-    gateway and the user servers run exactly what the test suite runs (requirements.lock)."""
+    """One recipe for all: identical instructions up to our package but for the lock each
+    copies, its own images/<image>/requirements.lock (the extras of its processes at the pins
+    of requirements.lock: tests/helm/test_image_extras.py), so the hub, the gateway and the
+    user servers run the versions the test suite runs."""
     prefixes = []
     for path in DOCKERFILES:
         ins = instructions(path)
         last = max(n for n, (i, a) in enumerate(ins) if i == "RUN" and "--no-deps ." in a)
-        prefixes.append(ins[: last + 1])
+        own = f"images/{path.parent.name}/requirements.lock ./"
+        assert ("COPY", own) in ins[: last + 1], path
+        prefixes.append([(i, "<lock> ./" if a == own else a) for i, a in ins[: last + 1]])
     assert prefixes[0] == prefixes[1] == prefixes[2]
     runs = [a for i, a in prefixes[0] if i == "RUN"]
     assert any(a == "pip install --no-deps -r requirements.lock" for a in runs)

@@ -1,12 +1,13 @@
 """The hub configuration as the chart runs it: z2jh's hub.extraConfig snippet from values.yaml
-executes the repository's hub_config/jupyterhub_config.py (taken from the rendered ConfigMap)
-with the settings from the rendered cscale-settings ConfigMap.
+calls the installed package (``cscale_extensions.hub.configure_from_environment``, the same
+entry point as the local stack's hub_config/jupyterhub_config.py) with the settings from the
+rendered cscale-settings ConfigMap.
 
-What is real: our snippet, the lead's ``cscale_extensions.hub.configure`` and our
-``configure_kubespawner``, traitlets. What stands in for z2jh: its config namespace (``c``
-already holding what z2jh's jupyterhub_config.py sets, and z2jh's own ``get_config(key)``
-helper, which shadows traitlets' — the reason the snippet exists). The only path changed is
-the mount point of the file (a temp dir instead of /usr/local/etc/cscale/hub_config).
+What is real: our snippet, ``cscale_extensions.hub.configure`` and its one merge of services
+and roles (``register``), our ``configure_kubespawner``, traitlets. What stands in for z2jh:
+its config namespace (``c`` already holding the services and roles z2jh's jupyterhub_config.py
+registers before extraConfig runs, and z2jh's own ``get_config(key)`` helper). The run of z2jh's
+real jupyterhub_config.py with the rendered snippet is tests/helm/test_real_subcharts.py.
 """
 
 from __future__ import annotations
@@ -15,18 +16,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from traitlets.config import Config
+from traitlets.config import Config, PyFileConfigLoader
 
 from cscale_extensions.hub.kubespawner import CScaleKubeSpawner
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
-MOUNTED = "/usr/local/etc/cscale/hub_config/jupyterhub_config.py"
+#: what z2jh 4.4's jupyterhub_config.py registers from our values: the culler (cull.enabled),
+#: then hub.services with the api tokens it generates into its Secret `hub`
 Z2JH_SERVICES = [
     {"name": "jupyterhub-idle-culler", "command": ["python3", "-m", "jupyterhub_idle_culler"]},
     {"name": "dask-gateway", "url": "http://traefik-dask-gateway", "api_token": "from-secret-hub"},
     {"name": "eo-mqs", "url": "http://cscale-eo-mqs:8080", "api_token": "from-secret-hub"},
     {"name": "runs", "url": "http://cscale-runs:8080", "api_token": "from-secret-hub"},
+]
+#: ... and the culler's role, then hub.loadRoles
+Z2JH_ROLES = [
+    {"name": "jupyterhub-idle-culler", "services": ["jupyterhub-idle-culler"], "scopes": ["list:users"]},
+    {"name": "runs-service", "services": ["runs"], "scopes": ["start:servers"]},
 ]
 
 
@@ -36,37 +43,77 @@ def z2jh_get_config(key, default=None):
 
 
 @pytest.fixture
-def hub_config(render, obj, tmp_path, monkeypatch):
-    """Run the chart's hub.extraConfig snippet as z2jh would; return the resulting config."""
+def chart_env(render, obj, tmp_path, monkeypatch):
+    """The hub container's environment as the chart sets it, the settings file in a temp dir."""
     objs = render(CHART / "examples" / "production.yaml")
     settings_yaml = obj(objs, "ConfigMap", "cscale-settings")["data"]["config.yaml"]
-    hub_py = obj(objs, "ConfigMap", "cscale-hub-config")["data"]["jupyterhub_config.py"]
     (tmp_path / "config.yaml").write_text(settings_yaml)
-    (tmp_path / "jupyterhub_config.py").write_text(hub_py)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     hub = values["jupyterhub"]["hub"]
-    env = hub["extraEnv"]
-    assert env["CSCALE_HUB_CONFIG"] == "/etc/cscale/config.yaml"
+    assert hub["extraEnv"]["CSCALE_HUB_CONFIG"] == "/etc/cscale/config.yaml"
     mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "cscale-settings")
     assert mount["mountPath"] == "/etc/cscale"
     monkeypatch.setenv("CSCALE_HUB_CONFIG", str(tmp_path / "config.yaml"))
     monkeypatch.setenv("CSCALE_OIDC_CLIENT_SECRET", "secret-from-k8s-secret")
-    snippet = hub["extraConfig"]["zz-cscale"]
-    assert MOUNTED in snippet
+    return hub
+
+
+@pytest.fixture
+def hub_config(chart_env):
+    """Run the chart's hub.extraConfig snippet as z2jh would; return the resulting config."""
+    snippet = chart_env["extraConfig"]["zz-cscale"]
     c = Config()
     c.JupyterHub.services = [dict(s) for s in Z2JH_SERVICES]
-    c.JupyterHub.load_roles = [
-        {
-            "name": "jupyterhub-idle-culler",
-            "services": ["jupyterhub-idle-culler"],
-            "scopes": ["list:users"],
-        }
-    ]
-    exec(
-        snippet.replace(MOUNTED, str(tmp_path / "jupyterhub_config.py")),
-        {"c": c, "get_config": z2jh_get_config},
-    )
+    c.JupyterHub.load_roles = [dict(r) for r in Z2JH_ROLES]
+    exec(snippet, {"c": c, "get_config": z2jh_get_config})
     return c
+
+
+def test_the_chart_snippet_calls_the_installed_package(chart_env):
+    """No mounted copy of the configuration, no runpy, no exec of text from elsewhere."""
+    snippet = chart_env["extraConfig"]["zz-cscale"]
+    assert snippet.split() == [
+        "from", "cscale_extensions.hub", "import", "configure_from_environment",
+        "configure_from_environment(c)",
+    ]
+    assert {v["name"] for v in chart_env["extraVolumes"]} == {"cscale-settings"}
+
+
+def _comparable(value):
+    """A config value compared by what it is (functions and classes by their qualified name)."""
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def test_the_chart_and_the_local_stack_run_the_same_configuration_code(chart_env, tmp_path):
+    """hub_config/jupyterhub_config.py (what the local stack's hub loads) and the chart's
+    snippet, on the same settings, configure the very same traits to the same values; the
+    chart's result has z2jh's services and roles in front, nothing else differs."""
+    snippet = chart_env["extraConfig"]["zz-cscale"]
+    chart = Config()
+    exec(snippet, {"c": chart, "get_config": z2jh_get_config})
+    local = PyFileConfigLoader("jupyterhub_config.py", path=str(REPO / "hub_config")).load_config()
+    assert sorted(chart) == sorted(local)
+    for section in chart:
+        assert sorted(chart[section]) == sorted(local[section]), section
+        for trait in chart[section]:
+            assert _comparable(chart[section][trait]) == _comparable(local[section][trait]), (
+                f"{section}.{trait}"
+            )
+
+
+def test_one_append_only_merge_keeps_z2jhs_entries_in_front(hub_config):
+    """z2jh's services (with their tokens) and roles stay as z2jh registered them, in its
+    order; ours (on Kubernetes: no services, the `user` and `server` roles) follow."""
+    assert hub_config.JupyterHub.services == Z2JH_SERVICES
+    roles = hub_config.JupyterHub.load_roles
+    assert roles[: len(Z2JH_ROLES)] == Z2JH_ROLES
+    assert [r["name"] for r in roles[len(Z2JH_ROLES) :]] == ["user", "server"]
 
 
 def test_chart_hub_config_selects_kubespawner_with_vo_profiles(hub_config):

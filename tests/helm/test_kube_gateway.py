@@ -11,8 +11,6 @@ with kubernetes-validate (1.31, strict).
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
 from pathlib import Path
 
 import kubernetes_validate
@@ -26,7 +24,7 @@ from traitlets.config import Config
 
 from cscale_extensions import config as settings
 from cscale_extensions.gateway import configure
-from cscale_extensions.gateway.kubernetes import LimitedKubeBackend, run_config_from_env
+from cscale_extensions.gateway.kubernetes import LimitedKubeBackend
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
@@ -168,39 +166,39 @@ def test_unknown_worker_site_is_a_configuration_error():
         gateway_config(production_cfg(kubernetes={"dask": {"worker_site": "mars"}}))
 
 
-def test_chart_gateway_wiring_runs_the_repository_file_from_the_environment(
-    render, obj, monkeypatch, tmp_path
-):
-    """The dask-gateway chart's extraConfig snippet (values.yaml) + the env it gets from our
-    ConfigMaps configure the Kubernetes backend from the rendered settings."""
+def test_chart_gateway_wiring_configures_from_the_installed_package(render, obj, monkeypatch):
+    """The dask-gateway chart's extraConfig snippet (values.yaml) calls the package with the
+    settings YAML it gets from our ConfigMap in its environment: the Kubernetes backend from the
+    rendered settings. No source code in the environment, nothing exec'ed but the snippet."""
     objs = render(PRODUCTION)
     settings_yaml = obj(objs, "ConfigMap", "cscale-settings")["data"]["config.yaml"]
-    gateway_py = obj(objs, "ConfigMap", "cscale-hub-config")["data"]["dask_gateway_config.py"]
     values = yaml.safe_load((CHART / "values.yaml").read_text())["dask-gateway"]["gateway"]
     env = {e["name"]: e["valueFrom"]["configMapKeyRef"] for e in values["env"]}
-    assert env["CSCALE_SETTINGS_YAML"] == {"name": "cscale-settings", "key": "config.yaml"}
-    assert env["CSCALE_GATEWAY_CONFIG_PY"] == {
-        "name": "cscale-hub-config",
-        "key": "dask_gateway_config.py",
-    }
-    monkeypatch.setenv("CSCALE_SETTINGS_YAML", settings_yaml)
-    monkeypatch.setenv("CSCALE_GATEWAY_CONFIG_PY", gateway_py)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert env == {"CSCALE_SETTINGS_YAML": {"name": "cscale-settings", "key": "config.yaml"}}
+    snippet = values["extraConfig"]["zz-cscale"]
+    assert snippet.split() == [
+        "from", "cscale_extensions.gateway", "import", "configure_from_environment",
+        "configure_from_environment(c)",
+    ]
+    monkeypatch.delenv(settings.CONFIG_ENV, raising=False)
+    monkeypatch.setenv(settings.TEXT_ENV, settings_yaml)
     c = Config()
     # what the dask-gateway chart's generated config sets before extraConfig runs
     c.DaskGateway.backend_class = "dask_gateway_server.backends.kubernetes.KubeBackend"
     c.KubeBackend.gateway_instance = INSTANCE
-    exec(values["extraConfig"]["zz-cscale"], {"c": c})
+    exec(snippet, {"c": c})
     assert issubclass(c.DaskGateway.backend_class, LimitedKubeBackend)
     assert c.KubeClusterConfig.image == "ghcr.io/c-scale/cscale-hub-singleuser:0.1.0"
     assert c.KubeClusterConfig.idle_timeout == 1800.0
-    written = Path(os.environ["CSCALE_HUB_CONFIG"])
-    assert written.read_text() == settings_yaml
-    assert stat.S_IMODE(written.stat().st_mode) == 0o600
 
 
-def test_run_config_from_env_names_what_is_missing(monkeypatch):
-    monkeypatch.delenv("CSCALE_SETTINGS_YAML", raising=False)
-    monkeypatch.setenv("CSCALE_GATEWAY_CONFIG_PY", "x = 1")
-    with pytest.raises(RuntimeError, match="CSCALE_SETTINGS_YAML not set"):
-        run_config_from_env(Config())
+def test_invalid_settings_in_the_environment_stop_the_gateway_naming_the_key(monkeypatch):
+    monkeypatch.delenv(settings.CONFIG_ENV, raising=False)
+    monkeypatch.setenv(settings.TEXT_ENV, "dask_gateway: {idle_timeout: soon}\n")
+    from cscale_extensions.gateway import configure_from_environment
+
+    with pytest.raises(settings.ConfigError, match="dask_gateway.idle_timeout"):
+        configure_from_environment(Config())
+    monkeypatch.setenv(settings.TEXT_ENV, "[not, a, mapping]\n")
+    with pytest.raises(settings.ConfigError, match=r"\$CSCALE_SETTINGS_YAML: the top level"):
+        configure_from_environment(Config())

@@ -52,7 +52,6 @@ def real_chart(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("real")
     dest = root / "helm" / "cscale-hub"
     shutil.copytree(CHART, dest, symlinks=True, ignore=shutil.ignore_patterns("charts"))
-    (root / "hub_config").symlink_to(REPO / "hub_config", target_is_directory=True)
     shutil.copytree(SOURCE, dest / "charts")
     return dest
 
@@ -76,18 +75,15 @@ def test_real_subcharts_render_valid_objects(run, real_chart, example):
         return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
 
     hub = get("Deployment", "hub")["spec"]["template"]["spec"]["containers"][0]
-    assert {"/etc/cscale", "/usr/local/etc/cscale/hub_config"} <= {
-        m["mountPath"] for m in hub["volumeMounts"]
-    }
+    assert "/etc/cscale" in {m["mountPath"] for m in hub["volumeMounts"]}
     assert {"CSCALE_HUB_CONFIG", "CSCALE_OIDC_CLIENT_SECRET"} <= {e["name"] for e in hub["env"]}
     secret = get("Secret", "hub")["data"]
     for name in ("dask-gateway", "eo-mqs", "runs"):
         assert base64.b64decode(secret[f"hub.services.{name}.apiToken"])
     gw = get("Deployment", "api-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
-    assert {"CSCALE_SETTINGS_YAML", "CSCALE_GATEWAY_CONFIG_PY"} <= {e["name"] for e in gw["env"]}
-    assert (
-        "run_config_from_env(c)"
-        in get("ConfigMap", "api-dask-gateway")["data"]["dask_gateway_config.py"]
+    assert "CSCALE_SETTINGS_YAML" in {e["name"] for e in gw["env"]}
+    assert "configure_from_environment(c)" in (
+        get("ConfigMap", "api-dask-gateway")["data"]["dask_gateway_config.py"]
     )
     get("Service", "traefik-dask-gateway")
     # user pods' egress rule for traefik selects the real traefik pods
@@ -115,9 +111,10 @@ def _z2jh_file(name: str) -> str:
 
 def test_z2jh_hub_config_with_ours(run, real_chart, tmp_path, monkeypatch):
     """z2jh 4.4.0's own jupyterhub_config.py + z2jh.py loaded with the rendered hub ConfigMap /
-    Secret and our extraConfig snippet. Patched for running outside the hub pod: the mount
-    paths (/usr/local/etc/jupyterhub, /usr/local/etc/cscale) point into a temp dir and the
-    line selecting tornado's curl client (pycurl is not installed here) is dropped."""
+    Secret, which carry our extraConfig snippet: z2jh's configuration, then ours from the
+    installed package, merged once. Patched for running outside the hub pod: the mount paths
+    (/usr/local/etc/jupyterhub, /etc/cscale) point into a temp dir and the line selecting
+    tornado's curl client (pycurl is not installed here) is dropped."""
     from traitlets.config import PyFileConfigLoader
 
     from cscale_extensions.hub.kubespawner import CScaleKubeSpawner
@@ -137,19 +134,15 @@ def test_z2jh_hub_config_with_ours(run, real_chart, tmp_path, monkeypatch):
         return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
 
     root = tmp_path
-    for sub in ("config", "secret", "cscale"):
+    for sub in ("config", "secret"):
         (root / sub).mkdir()
     for key, value in get("ConfigMap", "hub")["data"].items():
         (root / "config" / key).write_text(value)
-    for key, value in get("Secret", "hub")["data"].items():
-        text = (
-            base64.b64decode(value)
-            .decode()
-            .replace("/usr/local/etc/cscale/hub_config/", f"{root}/cscale/")
-        )
+    secret = {k: base64.b64decode(v).decode() for k, v in get("Secret", "hub")["data"].items()}
+    for key, text in secret.items():
         (root / "secret" / key).write_text(text)
-    hub_py = get("ConfigMap", "cscale-hub-config")["data"]["jupyterhub_config.py"]
-    (root / "cscale" / "jupyterhub_config.py").write_text(hub_py)
+    rendered = yaml.safe_load(secret["values.yaml"])["hub"]
+    assert "configure_from_environment(c)" in rendered["extraConfig"]["zz-cscale"]
     (root / "settings.yaml").write_text(get("ConfigMap", "cscale-settings")["data"]["config.yaml"])
     (root / "z2jh.py").write_text(
         _z2jh_file("z2jh.py").replace("/usr/local/etc/jupyterhub/", f"{root}/")
@@ -176,12 +169,57 @@ def test_z2jh_hub_config_with_ours(run, real_chart, tmp_path, monkeypatch):
     c = PyFileConfigLoader("jupyterhub_config.py", path=str(root)).load_config()
     assert c.JupyterHub.spawner_class is CScaleKubeSpawner
     assert c.JupyterHub.authenticator_class.__name__ == "CScaleAuthenticator"
-    assert {"jupyterhub-idle-culler", "dask-gateway", "eo-mqs", "runs"} <= {
-        s["name"] for s in c.JupyterHub.services
-    }
-    assert all(s.get("api_token") for s in c.JupyterHub.services if "url" in s)
+    # the one merge: z2jh's services as z2jh registered them (culler, then hub.services with
+    # the tokens of its Secret), z2jh's roles first (culler, hub.loadRoles), ours after
+    assert [s["name"] for s in c.JupyterHub.services] == [
+        "jupyterhub-idle-culler", "dask-gateway", "eo-mqs", "runs"
+    ]
+    for s in c.JupyterHub.services[1:]:
+        assert s["api_token"] == secret[f"hub.services.{s['name']}.apiToken"]
+    assert [r["name"] for r in c.JupyterHub.load_roles] == [
+        "jupyterhub-idle-culler", "runs-service", "user", "server"
+    ]
+    user = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
+    assert "access:services!service=eo-mqs" in user["scopes"]
     assert c.KubeSpawner.extra_labels["hub.jupyter.org/network-access-hub"] == "true"
     assert [getattr(i, "name", None) or i["name"] for i in c.KubeSpawner.init_containers] == [
         "seed-notebooks"
     ]
     assert c.JupyterHub.db_url.startswith("postgresql")
+
+
+def test_dask_gateway_chart_config_with_ours(run, real_chart, tmp_path, monkeypatch):
+    """The real dask-gateway chart's rendered dask_gateway_config.py (ConfigMap api-dask-gateway,
+    our extraConfig at its end), loaded as dask-gateway-server loads it, with the environment
+    the chart gives the gateway pod: the settings YAML of the rendered cscale-settings."""
+    from traitlets.config import PyFileConfigLoader
+
+    from cscale_extensions.gateway.kubernetes import LimitedKubeBackend
+
+    out = run("template", "cscale", str(real_chart), "-n", "cscale",
+              "-f", str(CHART / "examples" / "production.yaml"))
+    objs = [d for d in yaml.safe_load_all(out) if d]
+
+    def get(kind, name):
+        return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+
+    gw = get("Deployment", "api-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
+    ref = next(e for e in gw["env"] if e["name"] == "CSCALE_SETTINGS_YAML")
+    assert ref["valueFrom"]["configMapKeyRef"] == {"name": "cscale-settings", "key": "config.yaml"}
+    monkeypatch.setenv(
+        "CSCALE_SETTINGS_YAML", get("ConfigMap", "cscale-settings")["data"]["config.yaml"]
+    )
+    monkeypatch.delenv("CSCALE_HUB_CONFIG", raising=False)
+    monkeypatch.setenv("HUB_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("HUB_SERVICE_PORT", "8081")
+    (tmp_path / "dask_gateway_config.py").write_text(
+        get("ConfigMap", "api-dask-gateway")["data"]["dask_gateway_config.py"]
+    )
+    c = PyFileConfigLoader("dask_gateway_config.py", path=str(tmp_path)).load_config()
+    assert issubclass(c.DaskGateway.backend_class, LimitedKubeBackend)
+    assert c.DaskGateway.backend_class.max_clusters_per_user == 2
+    assert c.KubeBackend.gateway_instance == "dask-gateway"  # the chart's own settings kept
+    assert c.JupyterHubAuthenticator.jupyterhub_api_url == "http://10.0.0.1:8081/hub/api"
+    assert c.KubeClusterConfig.image == "ghcr.io/c-scale/cscale-hub-singleuser:0.1.0"
+    assert c.KubeClusterConfig.scheduler_cmd == ["dask", "scheduler"]
+

@@ -48,11 +48,10 @@ def test_archives_are_the_pinned_releases():
 
 @pytest.fixture(scope="module")
 def fresh_chart(tmp_path_factory) -> Path:
-    """The chart as a fresh clone has it (charts/ included), hub_config linked beside it."""
+    """The chart as a fresh clone has it (charts/ included)."""
     root = tmp_path_factory.mktemp("fresh")
     dest = root / "helm" / "cscale-hub"
     shutil.copytree(CHART, dest, symlinks=True)
-    (root / "hub_config").symlink_to(REPO / "hub_config", target_is_directory=True)
     return dest
 
 

@@ -126,4 +126,23 @@ def test_a_component_reads_the_resolved_configuration_it_was_handed(tmp_path, mo
     with pytest.raises(config.ConfigError, match="hub.port"):
         config.load_resolved()
     monkeypatch.delenv(config.CONFIG_ENV)
+    monkeypatch.delenv(config.TEXT_ENV, raising=False)
     assert config.load_resolved() == config.load(None)
+
+
+def test_a_pod_without_a_settings_file_reads_the_settings_text(tmp_path, monkeypatch):
+    """The chart's gateway pod mounts no file: the settings YAML is in $CSCALE_SETTINGS_YAML
+    (data from the ConfigMap, validated as a file would be); a named file still wins."""
+    monkeypatch.delenv(config.CONFIG_ENV, raising=False)
+    monkeypatch.setenv(config.TEXT_ENV, "hub: {port: 8124}\n")
+    assert config.load_resolved()["hub"]["port"] == 8124
+    monkeypatch.setenv(config.TEXT_ENV, "hub: {port: -1}\n")
+    with pytest.raises(config.ConfigError, match="hub.port"):
+        config.load_resolved()
+    monkeypatch.setenv(config.TEXT_ENV, "hub: [\n")
+    with pytest.raises(config.ConfigError, match=r"\$CSCALE_SETTINGS_YAML is not valid YAML"):
+        config.load_resolved()
+    named = tmp_path / "config.yaml"
+    named.write_text("hub: {port: 8125}\n")
+    monkeypatch.setenv(config.CONFIG_ENV, str(named))
+    assert config.load_resolved()["hub"]["port"] == 8125

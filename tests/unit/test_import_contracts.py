@@ -1,7 +1,7 @@
 """Import contracts of the package: the layout by process holds (docs/architecture.md).
 
-Read statically from the source (every ``import``, also inside functions, so a function-level
-import cannot hide a cycle or a forbidden dependency):
+Read statically from the source by :mod:`cscale_testing.importgraph` (every ``import``, also
+inside functions, so a function-level import cannot hide a cycle or a forbidden dependency):
 
 - what the hub, the gateway, the services, user servers and kernels load (everything reachable
   from each process's entry points, :data:`PROCESSES`) never includes the launcher's code
@@ -12,66 +12,18 @@ import cannot hide a cycle or a forbidden dependency):
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
+from cscale_testing.importgraph import (
+    LAUNCHER_SIDE,
+    OUTSIDE_PRODUCT,
+    PACKAGE,
+    PROCESSES,
+    graph,
+    loaded_by,
+)
 
-PACKAGE = "cscale_extensions"
-ROOT = Path(__file__).resolve().parents[2] / PACKAGE
-#: code of the launcher's process and of the operator's command line only
-LAUNCHER_SIDE = (f"{PACKAGE}.localstack", f"{PACKAGE}.cli")
-#: the entry points of every other process of the platform (docs/architecture.md)
-PROCESSES = {
-    "hub": ["hub", "workshop.hub"],
-    "dask-gateway": ["gateway"],
-    "dask scheduler/worker": ["dashboard_guard.preload"],
-    "eo-mqs": ["services.eomqs.__main__", "services.eomqs.app"],
-    "runs service": ["services.runs.__main__", "services.runs.app"],
-    "user server": ["singleuser.activity", "singleuser.contents", "singleuser.token",
-                    "singleuser.seed_notebooks", "workshop.fetch", "services.runs.executor",
-                    "services.runs.forkserver", "services.runs.active"],
-    "kernel": ["notebook.helpers", "notebook.bands", "notebook.stats", "notebook.openeo_local",
-               "notebook.sites"],
-}
-OUTSIDE_PRODUCT = ("cscale_testing", "tools")
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in ROOT.rglob("*.py")}
-
-
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The modules ``path`` imports (resolved to the deepest known module for product names)."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        targets: list[str] = []
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            # ``from pkg import sub`` imports the module pkg.sub; ``from mod import name`` mod
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
-        for t in targets:
-            while t and t not in known and t.startswith(PACKAGE + "."):
-                t = t.rpartition(".")[0]
-            if t in known or t.split(".")[0] in OUTSIDE_PRODUCT:
-                found.add(t)
-    found.discard(name)
-    return found
-
-
-GRAPH = {m: imports_of(p, set(modules())) for m, p in modules().items()}
+#: the graph (cscale_testing.importgraph, shared with tests/helm/test_image_extras.py)
+GRAPH = graph()
 
 
 def _under(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -82,19 +34,6 @@ def test_graph_is_not_empty():
     """The contracts below see the package (a wrong root would make them pass vacuously)."""
     assert f"{PACKAGE}.hub.auth" in GRAPH and len(GRAPH) > 80
     assert f"{PACKAGE}.hub.auth" in GRAPH[f"{PACKAGE}.hub"]
-
-
-def loaded_by(entry_points: list[str]) -> dict[str, str]:
-    """Every product module the entry points load, with the module that imports it."""
-    seen = {f"{PACKAGE}.{e}": "(entry point)" for e in entry_points}
-    todo = list(seen)
-    while todo:
-        m = todo.pop()
-        for t in GRAPH[m]:
-            if t in GRAPH and t not in seen:
-                seen[t] = m
-                todo.append(t)
-    return seen
 
 
 @pytest.mark.parametrize("process", sorted(PROCESSES))

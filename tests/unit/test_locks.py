@@ -1,5 +1,6 @@
-"""The two locks agree: the runtime lock carries no test tooling, the dev/CI lock is the runtime
-lock plus the ``test`` extra at the very same pins (so tests run what the images run).
+"""The two locks agree: the runtime lock (every per-process extra) carries no test tooling, the
+dev/CI lock is the runtime lock plus the ``test`` extra at the very same pins (so tests run what
+the images run). The images' own locks: tests/helm/test_image_extras.py.
 
 ``make lock`` compiles requirements-test.lock with requirements.lock as constraints; this test
 catches a hand edit, or a lock compiled the old way, that lets the two drift apart.
@@ -40,7 +41,14 @@ def test_test_extra_only_in_the_test_lock():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     runtime = pins(REPO / "requirements.lock")
     full = pins(REPO / "requirements-test.lock")
-    runtime_deps = {_name(r) for r in project["dependencies"]}
+    # the runtime: the core and every per-process extra (`localstack` includes them all)
+    runtime_deps = {_name(r) for r in project["dependencies"]} | {
+        _name(r)
+        for extra, reqs in project["optional-dependencies"].items()
+        if extra != "test"
+        for r in reqs
+    }
+    runtime_deps.discard(_name(project["name"]))  # the extras' references to each other
     test_only = {_name(r) for r in project["optional-dependencies"]["test"]} - runtime_deps
     assert test_only <= set(full), f"test extra not locked: {test_only - set(full)}"
     leaked = sorted(test_only & set(runtime))

@@ -4,9 +4,9 @@ Kubernetes, from the real settings model into a real traitlets Config (nothing i
 What must hold: the hub starts exactly the enabled services of a local stack, each marked
 with its name (so a restarted hub can find a killed predecessor's services); users and their
 servers may reach every enabled platform service and nothing more; the operator's API token
-reaches only its own service entry; what an earlier config file (z2jh) registered is kept
-unless we register the same name. The chart's own run of this configuration, with z2jh's
-entries, is tests/helm/test_hub_config_in_chart.py.
+reaches only its own service entry; what an earlier config file (z2jh) registered is kept, in
+front of ours, unless we register the same name (``hub.register``, the one merge). The chart's
+own run of this configuration, with z2jh's entries, is tests/helm/test_hub_config_in_chart.py.
 """
 
 from __future__ import annotations
@@ -135,3 +135,24 @@ def test_what_an_earlier_config_registered_is_kept_unless_we_register_the_name(t
     assert "admin:users" not in roles["user"]["scopes"]  # our user role, not an earlier one
     # configuring twice (a reloaded config file) registers nothing twice
     registered(local(tmp_path), c)
+
+
+def test_earlier_entries_stay_in_front_and_a_replaced_one_is_logged(tmp_path, caplog):
+    """The one merge (hub.register): z2jh's entries keep their order ahead of ours; replacing
+    an earlier entry of the same name is said in the log, re-registering our own is not."""
+    c = Config()
+    c.JupyterHub.services = [{"name": "first", "url": "http://a"}, {"name": "second", "url": "http://b"}]
+    c.JupyterHub.load_roles = [
+        {"name": "first-role", "scopes": ["list:users"], "services": ["first"]},
+        {"name": "server", "scopes": ["admin:servers"]},
+    ]
+    with caplog.at_level("WARNING", logger="cscale.hub"):
+        registered(local(tmp_path), c)
+    assert [s["name"] for s in c.JupyterHub.services][:2] == ["first", "second"]
+    assert c.JupyterHub.load_roles[0]["name"] == "first-role"
+    replaced = [r.getMessage() for r in caplog.records if "replaces" in r.getMessage()]
+    assert replaced == ["JupyterHub.load_roles: C-SCALE Hub's entry 'server' replaces an earlier one"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cscale.hub"):
+        registered(local(tmp_path), c)  # a reloaded configuration: ours again, nothing new
+    assert not [r for r in caplog.records if "replaces" in r.getMessage()]

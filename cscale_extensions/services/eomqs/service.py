@@ -8,8 +8,9 @@ import os
 import sys
 from typing import Any
 
-SERVICE_NAME = "eo-mqs"
-SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
+from cscale_extensions.services.eomqs.registration import SERVICE_NAME, SERVICE_PREFIX, service_spec
+
+__all__ = ["SERVICE_NAME", "SERVICE_PREFIX", "add_eomqs_parser", "build_app", "run", "service_spec"]
 
 
 def build_app(cfg: dict[str, Any], prefix: str | None = None):
@@ -36,26 +37,6 @@ def run(
     uvicorn.run(
         build_app(cfg, prefix), host=host, port=port, log_level=level.lower(), access_log=False
     )
-
-
-def service_spec(cfg: dict[str, Any], port: int) -> dict[str, Any]:
-    """The JupyterHub ``services`` entry of EO-MQS (a hub-managed service on 127.0.0.1:port)."""
-    env = {k: os.environ[k] for k in ("CSCALE_HUB_CONFIG",) if k in os.environ}
-    return {
-        "name": SERVICE_NAME,
-        "url": f"http://127.0.0.1:{port}",
-        "command": [
-            sys.executable,
-            "-m",
-            "cscale_extensions.services.eomqs",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        "environment": env,
-        "display": False,
-    }
 
 
 def _cmd(args: argparse.Namespace) -> int:

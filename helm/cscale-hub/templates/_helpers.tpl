@@ -4,7 +4,6 @@ registrations (jupyterhub.hub.services) and the gateway's env refer to them from
 values, which cannot be templated. One release per namespace.
 */}}
 {{- define "cscale.settingsName" -}}cscale-settings{{- end }}
-{{- define "cscale.hubConfigName" -}}cscale-hub-config{{- end }}
 
 {{- define "cscale.labels" -}}
 app.kubernetes.io/part-of: cscale-hub
