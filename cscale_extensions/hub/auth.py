@@ -27,12 +27,14 @@ import re
 import time
 from typing import Any
 
+from jupyterhub.utils import maybe_future
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Bool, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Integer, List, Unicode, default
 
+from cscale_extensions.compute import sitegroups
 from cscale_extensions.config import entitlements
 from cscale_extensions.hub.discovery import Discovery, DiscoveryUnavailable
 from cscale_extensions.hub.idtoken import IdTokenError, allowed_algorithms, verify_id_token
@@ -213,6 +215,15 @@ class CScaleAuthenticator(GenericOAuthenticator):
         help="Requests to the issuer made at once (tornado's shared client allows 10; queued "
         "requests count against their timeout, which fails sign-ins during a login storm).",
     )
+    site_groups = List(
+        Dict(),
+        config=True,
+        help="POSIX groups of the Slurm sites (cscale_extensions.compute.sitegroups, as dicts): "
+        "the user's account is put in those their VOs allow and out of the others at every "
+        "sign-in, token refresh and hub start, so Slurm itself enforces the sites' VOs.",
+    )
+    #: the marker of the accounts the hub made (hub.spawner.ACCOUNT_MARKER; set by configure)
+    account_marker = Unicode("cscale-hub user", config=True, help="Comment of hub-made accounts.")
     login_handler = NonceLoginHandler
 
     @default("http_client")
@@ -456,7 +467,28 @@ class CScaleAuthenticator(GenericOAuthenticator):
             user = handler.find_user(model["name"])
             if user is not None:
                 await self._check_binding(model, identity_of(await user.get_auth_state()))
+        if model and model.get("groups") is not None:
+            await self.sync_site_groups(model["name"], model["groups"])
         return model
+
+    async def add_user(self, user):
+        """Also when the hub starts, for every user: their account's site groups from the
+        VOs in the database (a user without any yet, e.g. signing in for the first time, is
+        synchronised by the sign-in and the spawn instead)."""
+        await maybe_future(super().add_user(user))
+        names = [g.name for g in user.groups]
+        if names:
+            await self.sync_site_groups(user.name, names)
+
+    async def sync_site_groups(self, name: str, groups: list[str] | None) -> None:
+        """Put ``name``'s account in the Slurm sites' POSIX groups its VOs ``groups`` allow
+        (None: in none); see :mod:`cscale_extensions.compute.sitegroups`."""
+        if not self.site_groups:
+            return
+        site_groups = [sitegroups.SiteGroup.from_dict(d) for d in self.site_groups]
+        await asyncio.to_thread(
+            sitegroups.sync_quietly, name, groups, site_groups, self.account_marker, self.log
+        )
 
     async def _check_binding(self, model: dict, bound: tuple[str, str] | None) -> None:
         """Raise the 403 page when the sign-in ``model`` is not the identity ``bound``."""
@@ -515,7 +547,10 @@ class CScaleAuthenticator(GenericOAuthenticator):
             self.log.warning(
                 "%s is no longer a member of an admitted VO; login required", user.name
             )
+            await self.sync_site_groups(user.name, None)
             return False
+        if isinstance(model, dict) and model.get("groups") is not None:
+            await self.sync_site_groups(user.name, model["groups"])
         return model
 
     async def _refresh_tokens(self, user, handler=None, **kwargs):

@@ -32,6 +32,10 @@ def hpc_stack():
         "compute": {"sites": {"hpc": {"vos": ["vo.cscale.eu"]}}},
         "dask_gateway": {"idle_timeout": IDLE_TIMEOUT},
         "culler": {"activity_interval": 5},
+        # Dask on the sites only: no data sites, EO-MQS or runs service (none is used here)
+        "federation": {"embedded_sites": False},
+        "eomqs": {"enabled": False},
+        "runs": {"enabled": False},
     }
     stack = LocalStack(config=config).start()
     try:

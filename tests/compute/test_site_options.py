@@ -9,6 +9,7 @@ import pytest
 
 from cscale_extensions import compute
 from cscale_extensions import config as settings
+from cscale_extensions.compute import sitegroups
 from cscale_extensions.gateway.sites import cluster_options, served_sites
 
 
@@ -96,3 +97,26 @@ def test_disabled_site_is_gone_and_describe_hides_the_controller():
     shown = compute.describe(_cfg(), ["vo.cscale.eu"])
     assert [s["name"] for s in shown] == ["cloud", "hpc"] and shown[0]["default"]
     assert "slurm" not in shown[1]
+
+
+def test_slurm_site_groups_come_from_the_settings_with_names_unique_per_data_dir(tmp_path):
+    """The POSIX groups Slurm enforces the sites with (compute.sitegroups): the embedded
+    site's (named by the launcher) with the controller to refresh, an external site's named
+    one without, none for a site without a group or served by another gateway."""
+    names = {sitegroups.default_group(tmp_path / d / "slurm" / "a-rather-long-site-name-x")
+             for d in ("one", "two")}
+    assert len(names) == 2 and all(len(n) <= 32 and n.startswith("cscale-") for n in names)
+    cfg = _cfg(hpc={"vos": ["vo.cscale.eu"], "kind": "slurm",
+                    "slurm": {"embedded": True, "group": "cscale-hpc-1", "conf": "/x/slurm.conf",
+                              "partition": "hpc"}},
+               ext={"kind": "slurm", "slurm": {"group": "hpc-users", "conf": "/etc/slurm.conf"}},
+               nogroup={"kind": "slurm"},
+               remote={"kind": "slurm", "gateway": "https://login.example.org/",
+                       "slurm": {"group": "g"}})
+    got = {g.site: g for g in sitegroups.from_settings(cfg)}
+    assert set(got) == {"hpc", "ext"}
+    assert got["hpc"] == sitegroups.SiteGroup("hpc", "cscale-hpc-1", ("vo.cscale.eu",),
+                                              "/x/slurm.conf", "hpc")
+    assert got["ext"].conf is None and got["ext"].vos is None  # no scontrol on a foreign cluster
+    assert got["hpc"].allows(["vo.cscale.eu", "x"]) and not got["hpc"].allows(["x"])
+    assert sitegroups.SiteGroup.from_dict(got["hpc"].to_dict()) == got["hpc"]

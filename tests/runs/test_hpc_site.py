@@ -198,6 +198,30 @@ def test_cancel_reaches_scancel(api, hpc):
     assert "started" in api.output(run["id"])  # the output so far is kept
 
 
+def test_slurm_ends_the_run_at_its_walltime_timeout_with_the_output_kept(api, hpc):
+    """Slurm, not the executor, stops this run: while it works, its job's time limit is cut to
+    1 minute (Slurm's shortest ``--time``; as an operator's ``scontrol`` would, or a site
+    whose walltime is shorter than the work) with the run's own timeout far away. At the limit
+    Slurm's SIGTERM ends the executor; the run ends ``timeout`` with Slurm's reason, and the
+    output so far is kept. Before, the run's state came from the executor's guess by its own
+    clock: ``cancelled`` ("scancel, preemption or the node going down")."""
+    nb = _nb("print('before the limit', flush=True)", "import time\ntime.sleep(900)",
+             "print('never')")
+    r = api.post("runs", {"notebook": nb, "site": "hpc", "timeout": 1200})
+    assert r.status_code == 201, r.text
+    run = api.wait(r.json()["id"], until=lambda x: x["state"] == "running" and x["cell"] >= 3)
+    ref = run["site_job"]
+    hpc.run(["scontrol", "update", f"JobId={ref}", "TimeLimit=1"])  # as root (SlurmUser)
+    done = api.wait(run["id"], timeout=240)
+    assert done["state"] == "timeout", done
+    assert f"Slurm ended the job {ref} at its time limit" in done["message"], done["message"]
+    assert "compute.sites.hpc.limits.walltime" in done["message"]
+    _slurm_ends(hpc, ref, ("TIMEOUT",))
+    outputs = "".join("".join(o.get("text", "")) for c in json.loads(api.output(run["id"]))["cells"]
+                      for o in c.get("outputs", []))
+    assert "before the limit" in outputs and "never" not in outputs
+
+
 def test_a_restarted_service_follows_the_job_again(platform, api):
     """SIGKILL of the runs service mid-run: the hub starts it again, and it picks the run up
     from its database (the job ran on in Slurm meanwhile)."""

@@ -40,10 +40,11 @@ from sqlalchemy import exc as sa_exc
 import cscale_extensions.services.runs.executor as ex
 from cscale_extensions.compute.slurm import SlurmError
 from cscale_extensions.services.runs.cronrules import NEVER, next_fire
-from cscale_extensions.services.runs.sites import Site, Sites
+from cscale_extensions.services.runs.sites import Site, SiteError, Sites
 from cscale_extensions.services.runs.slurmjobs import (
     JobState,
     SlurmControl,
+    ended_at_time_limit,
     parse_submitted,
     submit_code,
     submit_request,
@@ -70,6 +71,8 @@ PURGE_EVERY = 600.0
 BAD_STATUS_READS = 2
 #: seconds without a heartbeat after which a run whose Slurm job ended is over
 ENDED_JOB_QUIET = 3 * ex.HEARTBEAT_SECONDS
+#: seconds a batch run stopped by Slurm's signal waits for Slurm to say why (walltime, scancel)
+SLURM_REASON_WAIT = 60.0
 __all__ = ["Dispatcher", "next_fire", "run_dir"]
 
 
@@ -294,11 +297,49 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _site_refusal(self, user: str, site: str | None) -> str | None:
+        """Why ``user`` may no longer run on ``site`` (None: they may). Checked again when a
+        queued run is dispatched: a schedule fires, or a run waited, after the owner lost the
+        VO the site is open to. ServerError when the hub cannot be asked (dispatch retried)."""
+        entry = self.sites.get(site)
+        if entry is None or entry.settings.get("vos") is None:
+            return None
+        model = await self.servers.user_model(user)
+        groups = (model or {}).get("groups")
+        groups = [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
+        try:
+            self.sites.choose(site, groups)
+        except SiteError as exc:
+            return str(exc)
+        return None
+
+    def _refuse(self, run: dict[str, Any], refusal: str) -> None:
+        """Fail a dispatching ``run`` whose owner may no longer use its site (nothing ran)."""
+        what = (
+            f"schedule {run['schedule_id']} fired, but its owner"
+            if run["schedule_id"]
+            else "the run's owner"
+        )
+        self.store.update_run(
+            run["id"],
+            expect=("dispatching",),
+            state="failed",
+            finished=time.time(),
+            message=f"not submitted: {what} may no longer run on the compute site "
+            f"{run['site']!r}, checked when it was due. {refusal} (compute.sites)",
+            error={"cell": None, "ename": "SiteRefused", "evalue": refusal},
+        )
+        log.warning("run %s of %s not submitted: %s", run["id"], run["owner"], refusal)
+
     async def _dispatch(self, run_id: str) -> None:
         run = self.store.get_run(run_id, with_notebook=True)
         user = run["owner"]
         spec = {k: run[k] for k in ex.SPEC_KEYS}
         try:
+            refusal = await self._site_refusal(user, run["site"])
+            if refusal:
+                self._refuse(run, refusal)
+                return
             await self.servers.ensure_server(user)
             d = run_dir(run_id)
             await self.servers.prepare_dir(user, d)
@@ -341,6 +382,11 @@ class Dispatcher:
         job_name = f"cscale-{'sweep-' + first['sweep_id'] if first['sweep_id'] else first['id']}"
         request = submit_request(site, [run_dir(r["id"]) for r in runs], job_name, timeout)
         try:
+            refusal = await self._site_refusal(user, site.name)
+            if refusal:
+                for run in runs:
+                    self._refuse(run, refusal)
+                return
             await self.servers.ensure_server(user)
             for run in runs:
                 spec = {k: run[k] for k in ex.SPEC_KEYS}
@@ -502,17 +548,37 @@ class Dispatcher:
         if job is not None and run["started"] is None:  # a batch run starts when Slurm runs it
             changes["started"] = min(status.started or now, now)
         if status.state in TERMINAL:
+            state, message = status.state, status.message
+            # stopped by Slurm's SIGTERM: Slurm, not the executor's guess, says why (walltime
+            # or scancel) once the job has ended, a few seconds later
+            if (
+                job is not None
+                and status.state in ("cancelled", "timeout")
+                and not job.ended
+                and now - plausible_finish(status, now) < SLURM_REASON_WAIT
+            ):
+                self.store.update_run(run_id, expect=("running",), **changes)
+                return
+            if job is not None and state != "succeeded" and ended_at_time_limit(job):
+                site = run["site"]
+                state = "timeout"
+                message = (
+                    f"Slurm ended the job {run['site_job']} at its time limit ({job.state}, "
+                    f"reason {job.reason or 'TimeLimit'}): the walltime of the run's job is its "
+                    f"timeout plus a margin, at most compute.sites.{site}.limits.walltime. The "
+                    "output notebook keeps the cells run until then."
+                )
             await self._collect(user, run_id)
             self.store.update_run(
                 run_id,
                 expect=("running",),
-                state=status.state,
+                state=state,
                 finished=plausible_finish(status, now),
                 error=status.error.model_dump() if status.error else None,
-                message=status.message,
+                message=message,
                 **changes,
             )
-            log.info("run %s of %s: %s", run_id, user, status.state)
+            log.info("run %s of %s: %s", run_id, user, state)
             self.wake.set()
             return
         # read after the job ended and no longer heartbeating: this status is its last (a fresh

@@ -13,7 +13,8 @@ A ``cancel`` file in RUN_DIR, or the run's timeout, interrupts the kernel (SIGIN
 after a grace period). Started by Slurm (a run on an HPC site, see :mod:`.slurmjobs`), the
 executor also takes SIGTERM — Slurm's notice at ``scancel`` or at the walltime — as the
 end of the run: ``cancelled`` (a ``cancel`` file is there, or no walltime was near) or
-``timeout``, with the output notebook kept, instead of dying without a final status. A
+``timeout``, with the output notebook kept, instead of dying without a final status (the
+service then records the state Slurm gives the job: its own guess is only a fallback). A
 ``claim`` file created exclusively makes a second launch a no-op.
 
 A full disk loses nothing already written: every save of the output notebook goes to a

@@ -24,7 +24,9 @@ Timeout and walltime: a run's ``timeout`` is enforced by the executor as on the 
 (SIGINT, then SIGKILL); the job's walltime (``--time``) is the timeout plus
 :data:`~.sites.WALLTIME_MARGIN`, at most the site's ``limits.walltime``, so Slurm ends only
 runs the executor could not stop. When Slurm ends the job (walltime, ``scancel``) it sends
-SIGTERM; the executor then records ``timeout`` or ``cancelled`` with the output notebook kept.
+SIGTERM; the executor then stops the run with the output notebook kept, and the service
+records the final state once Slurm says why the job ended (:func:`ended_at_time_limit`:
+``timeout``, also for a limit an operator shortened), not by the executor's guess.
 """
 
 from __future__ import annotations
@@ -122,6 +124,11 @@ def parse_submitted(output: str) -> str:
     if last.startswith("sbatch failed:"):
         raise SlurmError(last[:2000])
     raise SlurmError(f"the job submission gave no job id: {last[-300:]!r}")
+
+
+def ended_at_time_limit(job: JobState) -> bool:
+    """Whether Slurm ended (or is ending) the job at its time limit (walltime, deadline)."""
+    return job.state in ("TIMEOUT", "DEADLINE") or job.reason in ("TimeLimit", "DeadLine")
 
 
 def task_refs(job_id: str, count: int) -> list[str]:
