@@ -10,6 +10,7 @@ from typing import Any
 
 from cscale_extensions.compute import SITES_ENV, sites_env
 from cscale_extensions.hub.origins import GATEWAY_SERVICE, service_url
+from cscale_extensions.singleuser import GATEWAY_PROXY_PATH
 
 #: hub.ip values served under a name (the embedded identity provider keeps 127.0.0.1)
 LOOPBACK_IPS = ("127.0.0.1", "::1", "localhost")
@@ -32,6 +33,18 @@ def public_url(cfg: dict[str, Any]) -> str:
         host = LOCAL_HUB_HOST if h["ip"] in LOOPBACK_IPS else h["ip"]
         url = f"http://{host}:{h['port']}{h['base_url']}"
     return url if url.endswith("/") else url + "/"
+
+
+def server_dashboard_address(server_public_url: str, server_base_url: str) -> str:
+    """``DASK_GATEWAY__PUBLIC_ADDRESS`` of one user server: its own gateway-dashboard route.
+
+    ``cluster.dashboard_link`` is this plus ``/clusters/<name>/status``: a page on the user's
+    own origin that their server forwards to the gateway with its own token (see
+    :mod:`cscale_extensions.singleuser.gateway_dashboards`), so the Dask panel can show it.
+    Without a known public URL the link is a path on whatever host the lab is opened on.
+    """
+    base = server_public_url or server_base_url or "/"
+    return base.rstrip("/") + "/" + GATEWAY_PROXY_PATH
 
 
 def user_environment(cfg: dict[str, Any]) -> dict[str, str]:

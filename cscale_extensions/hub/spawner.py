@@ -49,11 +49,13 @@ from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from tornado import web
-from traitlets import Dict, Float, Unicode
+from traitlets import Dict, Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from cscale_extensions import userlimits
+from cscale_extensions.compute import sitegroups
 from cscale_extensions.hub import notebook_sync, servertls
+from cscale_extensions.hub.environment import server_dashboard_address
 
 ACCOUNT_MARKER = "cscale-hub user"
 
@@ -172,6 +174,11 @@ class NotebooksMixin(LoggingConfigurable):
         token = getattr(self, "oidc_access_token", "")
         if token:
             env["OIDC_ACCESS_TOKEN"] = token  # a snapshot; cscale_extensions.singleuser.token has the current one
+        if "DASK_GATEWAY__ADDRESS" in env:
+            # dashboard links on the user's own origin, through their server's proxy
+            # (cscale_extensions.singleuser.gateway_dashboards)
+            base = self.server.base_url if self.server else "/"
+            env["DASK_GATEWAY__PUBLIC_ADDRESS"] = server_dashboard_address(self.public_url, base)
         return env
 
 
@@ -240,9 +247,23 @@ class SystemUserSpawner(ExitWatch, NotebooksMixin, LocalProcessSpawner):
         "listen on their account's own loopback address with HTTPS the proxy verifies. "
         "'' = plain HTTP on 127.0.0.1 (any account could squat a dead server's port).",
     )
+    site_groups = List(
+        Dict(), config=True,
+        help="POSIX groups of the Slurm sites (cscale_extensions.compute.sitegroups, as dicts): "
+        "the account is put in those its user's VOs allow, and out of the others, at creation "
+        "and at every spawn.",
+    )
     _tls: servertls.ServerCert | None = None
 
     def ensure_account(self) -> pwd.struct_passwd:
+        entry = self._ensure_account()
+        if self.site_groups:
+            sitegroups.sync_quietly(entry.pw_name, [g.name for g in self.user.groups],
+                                    map(sitegroups.SiteGroup.from_dict, self.site_groups),
+                                    ACCOUNT_MARKER, self.log)
+        return entry
+
+    def _ensure_account(self) -> pwd.struct_passwd:
         name = self.user.name
         home = Path(self.homes_dir, name)
         try:

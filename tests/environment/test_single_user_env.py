@@ -58,7 +58,7 @@ def test_jupyterlab_has_the_extension_enabled(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dask_labextension", "jupyter_resource_usage", "jupyterlab_git",
-                                  "nbgitpuller"])
+                                  "nbgitpuller", "cscale_extensions.singleuser.gateway_dashboards"])
 def test_the_user_server_loads_the_server_extension(name, tmp_path):
     """Its server part (dashboard proxy, metrics, git API, gitpuller links) is enabled and
     validates in the interpreter the user servers run."""

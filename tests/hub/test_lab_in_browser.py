@@ -179,3 +179,77 @@ def test_home_page_lists_servers_sites_and_limits(platform, member_server, page,
         assert cfg["auth"]["vos"][0] in page.locator("#cscale-home").inner_text()
     finally:
         page.screenshot(path=str(artifacts / "hub-home.png"), full_page=True)
+
+
+def _dask_notebook(server: str, token: str, path: str) -> None:
+    """~/``path``: a notebook that starts a gateway cluster with one worker, computes on it and
+    prints its name and dashboard link."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("\n".join([
+        "import dask.array as da",
+        "from dask_gateway import Gateway",
+        "cluster = Gateway().new_cluster()",
+        "cluster.scale(1)",
+        "client = cluster.get_client()",
+        "client.wait_for_workers(1, timeout=240)",
+        "total = da.ones((2000, 2000), chunks=250).sum().compute()",
+        "print('name', cluster.name)",
+        "print('link', cluster.dashboard_link)",
+    ]))]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    r = requests.put(f"{server}api/contents/{path}", timeout=30,
+                     headers={"Authorization": f"token {token}"},
+                     json={"type": "notebook", "format": "json", "content": nb})
+    assert r.status_code in (200, 201), r.text[:300]
+
+
+def test_dask_panel_shows_a_kernels_gateway_cluster(platform, member_server, notebook_copy, page,
+                                                    artifacts):
+    """A notebook starts a gateway cluster; the Dask panel's auto-detect finds its dashboard
+    link in the kernel (on the member's own origin, through her server) and opens the task
+    stream: a Bokeh plot drawn in a frame of the lab's origin. Before, the link was on the
+    gateway's host, which the panel cannot show (its check fails: "not a dashboard")."""
+    from cscale_extensions.kernelclient import run_in_kernel
+
+    token, server = member_server
+    notebook_copy("01-data-discovery")  # makes ~/browser-tests/
+    path = f"{COPY_DIR}/dask-panel.ipynb"
+    _dask_notebook(server, token, path)
+    _sign_in(page, platform)
+    name = ""
+    try:
+        _run_all(page, server, path)
+        output = page.locator(".jp-OutputArea-output", has_text="link http")
+        output.wait_for(timeout=420_000)
+        text = output.inner_text()
+        name = re.search(r"name (\S+)", text).group(1)
+        link = re.search(r"link (\S+)", text).group(1)
+        assert link == f"{server}dask-gateway/clusters/{name}/status", text
+        page.locator('.jp-SideBar .lm-TabBar-tab[data-id="dask-dashboard-launcher"]').click()
+        page.locator('.dask-URLInput [title="Auto-detect dashboard URL"]').click()
+        items = page.locator(".dask-DashboardListing-item")
+        items.first.wait_for(timeout=60_000)
+        assert page.locator(".dask-URLInput input").input_value().startswith(
+            f"{server}dask-gateway/clusters/{name}/")
+        items.filter(has_text=re.compile(r"^\s*Task Stream\s*$")).first.click()
+        frame_el = page.locator(".dask-DaskDashboard-widget iframe").first
+        frame_el.wait_for(timeout=60_000)
+        src = frame_el.get_attribute("src") or ""
+        assert src.startswith(f"{server}dask-gateway/clusters/{name}/individual-task-stream"), src
+        frame = page.frame_locator(".dask-DaskDashboard-widget iframe").first
+        frame.locator("canvas").first.wait_for(timeout=120_000)
+        items.filter(has_text="Progress").first.click()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.dask-DaskDashboard-widget iframe').length >= 2",
+            timeout=60_000)
+        page.wait_for_timeout(3000)  # let the plots draw for the screenshot
+    finally:
+        page.screenshot(path=str(artifacts / "lab-dask-panel-gateway-dashboard.png"))
+        if name:
+            run_in_kernel(server, token, "\n".join([
+                "from dask_gateway import Gateway",
+                f"Gateway().stop_cluster({name!r})",
+            ]), timeout=120)

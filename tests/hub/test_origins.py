@@ -15,7 +15,7 @@ from jupyterhub.utils import subdomain_hook_idna
 from traitlets.config import Config
 
 from cscale_extensions import config as settings
-from cscale_extensions.hub.environment import public_url, user_environment
+from cscale_extensions.hub.environment import public_url, server_dashboard_address, user_environment
 from cscale_extensions.hub.origins import (
     GATEWAY_SERVICE,
     OriginConfigError,
@@ -72,6 +72,15 @@ def test_user_servers_get_the_gateway_on_its_own_host():
     assert env["DASK_GATEWAY__ADDRESS"] == env["DASK_GATEWAY__PUBLIC_ADDRESS"] == url
     assert env["CSCALE_HUB_URL"] == "http://hub.localhost:8000/"
     assert env["CSCALE_STAC_URL"] == "http://hub.localhost:8000/services/eo-mqs/"
+
+
+def test_each_server_links_dashboards_to_its_own_route():
+    """``DASK_GATEWAY__PUBLIC_ADDRESS`` of a local server: its own dask-gateway route (the
+    user's origin), a path when JupyterHub knows no public URL."""
+    assert server_dashboard_address("http://alice.hub.localhost:8000/user/alice/",
+                                     "/user/alice/") == (
+        "http://alice.hub.localhost:8000/user/alice/dask-gateway")
+    assert server_dashboard_address("", "/user/bob/lab-2/") == "/user/bob/lab-2/dask-gateway"
 
 
 def test_a_public_url_with_a_base_path_keeps_it():

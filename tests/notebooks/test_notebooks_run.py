@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from datetime import date
 
 import nbformat
@@ -390,6 +391,7 @@ def test_05_scaling_with_dask_gateway(run_notebook, catalog):
     assert 1 <= s["workers_used"] <= 2 and s["n_clear_dates"] <= s["n_dates"] <= s["n_items"]
     check_ndvi(s)
     assert s["local_seconds"] > 0 and s["cluster_seconds"] > 0  # recorded, not judged
+    check_cluster_cell_outputs(result["out"])
 
     s = ok(
         run_notebook(
@@ -403,6 +405,19 @@ def test_05_scaling_with_dask_gateway(run_notebook, catalog):
     assert s["clusters_left"] == 0 and s["workers_used"] == 1
     assert s["n_items"] == count(catalog, [L7], "2008-01-01", "2013-12-31")
     assert s["max_difference_local_vs_cluster"] < 1e-6
+
+
+def check_cluster_cell_outputs(out: str) -> None:
+    """The saved cluster cell shows the Dask progress bars (a widget whose text form papermill
+    keeps) and the dashboard as a clickable link on the member's own server."""
+    nb = nbformat.read(out, as_version=4)
+    cell = next(c for c in nb.cells if "display(progress(future))" in c.source)
+    shown = [o.get("data", {}) for o in cell.outputs if o.get("output_type") == "display_data"]
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in shown), shown
+    links = [d["text/markdown"] for d in shown if "text/markdown" in d]
+    assert links and re.search(
+        r"\]\(https?://[^)/]+/user/demo-member/dask-gateway/clusters/[^/)]+/status\)", links[0]
+    ), links
 
 
 def test_05_on_the_hpc_site(platform, run_notebook, catalog):

@@ -243,19 +243,23 @@ def test_provider_and_hub_cookies_are_host_only(sec):
 
 @rel(
     injected="a user serves HTML from her own Dask scheduler (its dashboard, behind dask-gateway)",
-    expected="dashboards are on the gateway's own host, never on the hub's origin",
+    expected="dashboards are on her own host (through her server) and the gateway's host, never "
+    "on the hub's origin",
 )
 def test_a_users_dask_dashboard_is_not_on_the_hubs_origin(sec, mallory):
     token = sec.token(MALLORY)
     out = run_in_kernel(mallory, token, "\n".join([
-        "import json, requests",
+        "import json, os, requests",
         "from urllib.parse import urlsplit",
         "from dask_gateway import Gateway",
         "cluster = Gateway().new_cluster()",
         "try:",
         "    link = cluster.dashboard_link",
+        "    gw = os.environ['DASK_GATEWAY__ADDRESS'] + f'/clusters/{cluster.name}/status'",
         "    res = {'link': link}",
-        f"    for what, url in (('own', link), ('hub', {sec.url!r}.rstrip('/') + urlsplit(link).path)):",
+        f"    hub = {sec.url!r}.rstrip('/')",
+        "    for what, url in (('gateway', gw), ('hub', hub + urlsplit(link).path),",
+        "                      ('hub-gateway-path', hub + urlsplit(gw).path)):",
         "        r = requests.get(url, timeout=30, allow_redirects=False)",
         "        res[what] = [r.status_code, bool(r.headers.get('X-JupyterHub-Version'))]",
         "finally:",
@@ -264,7 +268,9 @@ def test_a_users_dask_dashboard_is_not_on_the_hubs_origin(sec, mallory):
     ]), timeout=300)
     res = json.loads(out.strip().splitlines()[-1])
     hub_host = urlparse(sec.url).hostname
-    assert urlparse(res["link"]).hostname == f"dask-gateway--service.{hub_host}", res
-    # the gateway answers on its own host; the same path on the hub's host is the hub's
-    assert not res["own"][1], res
-    assert res["hub"][1], f"the hub's host serves the user's dashboard: {res}"
+    # the link is on her own origin (her server forwards to the gateway with its own token)
+    assert urlparse(res["link"]).hostname == f"{MALLORY}.{hub_host}", res
+    assert urlparse(res["link"]).path.startswith(f"/user/{MALLORY}/dask-gateway/clusters/"), res
+    # the gateway answers on its own host; the same paths on the hub's host are the hub's
+    assert not res["gateway"][1], res
+    assert res["hub"][1] and res["hub-gateway-path"][1], f"the hub's host serves a dashboard: {res}"
