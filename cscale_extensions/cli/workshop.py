@@ -161,6 +161,7 @@ def _sync_group(api: HubAPI, ws: model.Workshop) -> None:
 
 
 def cmd_prewarm(ctx: Ctx) -> int:
+    from cscale_extensions.workshop import rate
     from cscale_extensions.workshop.prewarm import prewarm
 
     directory, ws = _load(ctx, ctx.args.name)
@@ -169,11 +170,18 @@ def cmd_prewarm(ctx: Ctx) -> int:
     api, _ = ctx.hub()
     _sync_group(api, ws)
     w = ctx.cfg["workshop"]
-    parallel = min(
-        ctx.args.parallel or w["prewarm_parallel"], ctx.cfg["hub"]["concurrent_spawn_limit"]
-    )
+    parallel = ctx.args.parallel or w["prewarm_parallel"]
+    if parallel is not None and parallel < 1:
+        raise WorkshopError("--parallel must be at least 1")
     users = ws.users[: ctx.args.limit] if ctx.args.limit else ws.users
-    print(f"prewarming {len(users)} servers of {ws.name}, {parallel} at a time")
+    known = None if parallel else rate.load_cost(ctx.root)
+    if parallel:
+        how = f"{parallel} at a time"
+    elif known:
+        how = "at this machine's measured rate"
+    else:
+        how = "measuring this machine's rate (one start per core until then)"
+    print(f"prewarming {len(users)} servers of {ws.name}, {how}", flush=True)
     result = prewarm(
         api,
         users,
@@ -181,6 +189,11 @@ def cmd_prewarm(ctx: Ctx) -> int:
         retries=w["prewarm_retries"],
         retry_delay=w["prewarm_retry_delay"],
         timeout=ctx.cfg["spawner"]["start_timeout"] + 30,
+        concurrent_spawn_limit=ctx.cfg["hub"]["concurrent_spawn_limit"],
+        memory_fraction=w["capacity_memory_fraction"],
+        log=lambda line: print(line, flush=True),
+        known_cost=known,
+        on_measured=lambda cost: rate.save_cost(ctx.root, cost, "workshop prewarm"),
     )
     ws = model.load(directory)
     ws.prewarm.update(result)
@@ -287,7 +300,14 @@ def cmd_capacity(ctx: Ctx) -> int:
         workshops=ctx.root,
         log=lambda _m: None,
     )
-    print(json.dumps(cap.verdict(), indent=1) if ctx.args.json else cap.report())
+    from cscale_extensions.workshop import rate
+
+    v = cap.verdict()
+    if cap.spawn_seconds and v["cpu_seconds_per_start"] > 0:  # prewarm's rate (workshop.rate)
+        wall = sum(cap.spawn_seconds) / len(cap.spawn_seconds)
+        cost = rate.StartCost(wall, v["cpu_seconds_per_start"], v["memory_per_server_mib"])
+        rate.save_cost(ctx.root, cost, "workshop capacity")
+    print(json.dumps(v, indent=1) if ctx.args.json else cap.report())
     return 0 if cap.verdict()["fits_memory"] and cap.verdict()["fits_cores"] else 3
 
 
@@ -360,7 +380,9 @@ def add_workshop_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("prewarm", parents=[common], help="start the cohort's servers ahead of time")
     p.add_argument("name")
     p.add_argument(
-        "--parallel", type=int, help="spawns at once (default workshop.prewarm_parallel)"
+        "--parallel",
+        type=int,
+        help="spawns at once (default workshop.prewarm_parallel; unset: measured)",
     )
     p.add_argument("--limit", type=int, help="only the first N participants")
     p.set_defaults(func=_run(cmd_prewarm))

@@ -9,7 +9,9 @@ That sets ``OAuthenticator.refresh_user_hook`` (participants who have not logged
 pre-warmed), ``Spawner.consecutive_failure_limit`` from ``workshop.consecutive_failure_limit`` and a
 ``Spawner.pre_spawn_hook`` (chained after any hook already configured) which, for a user in a
 workshop cohort that has not ended, applies the cohort's profile (environment, default_url,
-mem/cpu limits) and, at their first spawn, copies the materials into ``~/<materials_target>``.
+mem/cpu limits), gives their server ``workshop.prestarted_kernels`` pre-started kernels
+(:mod:`cscale_extensions.singleuser.kernelpool`, so the first notebook does not wait for one)
+and, at their first spawn, copies the materials into ``~/<materials_target>``.
 Cohort membership is read from the workshop files (the source of truth for a cohort; the hub
 group follows the cohort's subgroup entitlement at login).
 
@@ -49,6 +51,9 @@ from cscale_extensions.workshop.model import (
 INIT_CONTAINER = "workshop-materials"
 #: where the hub serves a workshop's materials, below its prefix (``/hub/``)
 MATERIALS_ROUTE = r"/cscale/workshops/([^/]+)/materials"
+#: the user server's kernel manager with pre-started kernels (cscale_extensions.singleuser.kernelpool)
+KERNEL_POOL_CLASS = "cscale_extensions.singleuser.kernelpool.PooledKernelManager"
+_POOL_ARGS = ("--ServerApp.kernel_manager_class=", "--PooledKernelManager.")
 
 log = logging.getLogger("cscale.workshop")
 
@@ -93,6 +98,21 @@ def _give_copy(spawner, source: Path, target: str, workshop: str) -> None:
         log.info("workshop %s: copied the materials into %s's home", workshop, spawner.user.name)
 
 
+def set_prestarted_kernels(spawner, cfg: dict[str, Any], ws: Workshop | None) -> None:
+    """Give this spawn of a cohort member's server ``workshop.prestarted_kernels`` pre-started
+    kernels (its own kernel manager starts them, as the user), or (``ws`` None, or 0) none; the
+    spawner object outlives a spawn, so an earlier spawn's arguments are replaced."""
+    args = [a for a in spawner.args if not a.startswith(_POOL_ARGS)]
+    n = int(cfg["workshop"]["prestarted_kernels"])
+    if ws is not None and n > 0:
+        args += [
+            f"--ServerApp.kernel_manager_class={KERNEL_POOL_CLASS}",
+            f"--PooledKernelManager.pool_size={n}",
+            f"--PooledKernelManager.pool_kernel_name={cfg['workshop']['prestarted_kernel_name']}",
+        ]
+    spawner.args = args
+
+
 def materials_url(spawner, workshop: str) -> str:
     """Where a user's pod downloads the materials: the hub's address as the pod knows it."""
     return url_path_join(spawner.hub.url, "cscale/workshops", workshop, "materials")
@@ -128,6 +148,7 @@ def make_pre_spawn_hook(cfg: dict[str, Any], previous=None):
         has_materials = source is not None and source.is_dir()
         if on_kubernetes:  # the spawner object outlives a spawn: also drop an earlier one's
             set_materials_init_container(spawner, cfg, ws if has_materials else None)
+        set_prestarted_kernels(spawner, cfg, ws)
         if ws is None:
             return
         apply_profile(spawner, ws.profile)
@@ -158,7 +179,8 @@ class MaterialsHandler(APIHandler):
             raise web.HTTPError(403, f"{user.name} is not a participant of workshop {ws.name}")
         if ws.ended:
             raise web.HTTPError(
-                410, f"workshop {ws.name} ended at {ws.ended}: its materials are no longer given out"
+                410,
+                f"workshop {ws.name} ended at {ws.ended}: its materials are no longer given out",
             )
         source = directory / "materials"
         if not source.is_dir():

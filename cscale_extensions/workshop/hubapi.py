@@ -57,6 +57,11 @@ class HubAPI:
         self.s = requests.Session()
         self.s.headers["Authorization"] = f"token {token}"
         self.timeout = timeout
+        self._token = token
+
+    def clone(self) -> HubAPI:
+        """The same hub and token with its own HTTP session (one per thread)."""
+        return HubAPI(self.base[: -len("hub/api/")], self._token, self.timeout)
 
     def request(
         self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204), **kw
