@@ -5,7 +5,8 @@ The launcher resolves the configuration (data dir, free ports, secrets), writes 
 embedded OIDC provider (when ``auth.issuer`` is null), the embedded STAC federation (when
 ``federation.embedded_sites``), the embedded HPC site (a single-node Slurm,
 :mod:`.slurm`, for each enabled ``compute.sites`` entry with ``slurm.embedded``),
-configurable-http-proxy and JupyterHub. JupyterHub itself
+configurable-http-proxy and JupyterHub; all but the hub need nothing of each other and start
+together (:attr:`~.supervisor.ProcessSpec.needs`), the hub once they all answer. JupyterHub itself
 starts its managed services (dask-gateway, idle culler, EO-MQS, runs) from that config.
 A later service is added as configuration (a port in ``runtime.service_ports`` and a spec in
 ``cscale_extensions.hub``), not as launch code here.
@@ -151,6 +152,7 @@ class Platform:
             )
             a["issuer"] = issuer
             self.env[SECRET_ENV] = client_secret
+            spec.needs = ()
             self.specs.append(spec)
             self.credentials = demo_credentials(cfg, self.data_dir)
         elif os.environ.get(SECRET_ENV):
@@ -165,7 +167,9 @@ class Platform:
             fed["sites"] = [*sites, *fed["sites"]]
 
         # the embedded HPC site (a single-node Slurm); fills in its SLURM_CONF and ports
-        self.specs.extend(embedded_slurm_sites(cfg, self.data_dir))
+        for spec in embedded_slurm_sites(cfg, self.data_dir):
+            spec.needs = ()
+            self.specs.append(spec)
 
         settings.validate(cfg)
         path = Path(self.env[settings.CONFIG_ENV])
@@ -183,15 +187,16 @@ class Platform:
                   "--default-target", hub_url, "--error-target", f"{hub_url}{h['base_url']}hub/error",
                   "--client-ssl-ca", str(server_ca),
                   "--log-level", "warn", *(["--host-routing"] if host_routing else [])],
-            env=self.env, ready_port=h["proxy_api_port"], ready_timeout=30,
+            env=self.env, ready_port=h["proxy_api_port"], ready_timeout=30, needs=(),
         ))
         self.specs.append(ProcessSpec(
             name="hub",
-            argv=[str(Path(sys.executable).with_name("jupyterhub")),
+            # `jupyterhub -f …` with jsonschema's IRI checker loaded lazily (fastimport: ~2 s)
+            argv=[sys.executable, "-P", "-m", "cscale_extensions.fastimport", "jupyterhub",
                   "-f", str(Path(cfg["runtime"]["repo_root"]) / "hub_config" / "jupyterhub_config.py")],
             env=self.env, cwd=str(self.data_dir / "hub"),
             ready_url=f"{hub_url}{h['base_url']}hub/health", ready_timeout=120,
-            stop_timeout=30,
+            stop_timeout=30,  # needs: everything above (the provider, the sites, the proxy)
         ))
 
     # -- running ----------------------------------------------------------------------------

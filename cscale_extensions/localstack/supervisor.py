@@ -1,7 +1,9 @@
 """Start, watch and stop the processes of the local stack.
 
-Each process is described by a :class:`ProcessSpec`. The :class:`Supervisor` starts them
-in order (waiting for each to be ready), watches them, restarts a child that exits (within a
+Each process is described by a :class:`ProcessSpec`. The :class:`Supervisor` starts each
+once what it ``needs`` is ready (by default everything listed before it; processes that need
+nothing of each other start together, which makes a stack's start-up about as long as its
+slowest process rather than the sum of all), watches them, restarts a child that exits (within a
 :class:`RestartPolicy`; the launcher decides), and on stop terminates them in reverse order, each in its own process group, escalating to
 SIGKILL after a grace period. Every child carries ``CSCALE_STACK_ID`` in its environment;
 :func:`stack_processes` finds anything of a stack that is still alive (e.g. user servers
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +40,8 @@ class ProcessSpec:
 
     ``ready_url`` (HTTP status < 500) or ``ready_port`` (TCP accept on 127.0.0.1) tells when
     it is up; ``prestart`` runs (in the launcher) just before it starts, e.g. ``initdb``.
+    ``needs``: the names of the processes that must be ready before this one's ``prestart``
+    runs; None (the default) means every process listed before it in ``start_all``.
     """
 
     name: str
@@ -49,6 +54,7 @@ class ProcessSpec:
     prestart: Callable[[], None] | None = None
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
+    needs: tuple[str, ...] | None = None
 
 
 class ChildFailed(RuntimeError):
@@ -85,6 +91,11 @@ class Supervisor:
         self.base_env = dict(base_env if base_env is not None else os.environ)
         self.base_env[STACK_ENV] = stack_id
         self.children: list[tuple[ProcessSpec, subprocess.Popen]] = []
+        # start_all's threads start children while stop() may run (a signal during start-up):
+        # a start_all begun before a stop() starts nothing after it, and every child started
+        # before it is in ``children`` (stop() counts up ``_stops``)
+        self._lock = threading.Lock()
+        self._stops = 0
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -95,24 +106,30 @@ class Supervisor:
         except OSError:
             return ""
 
-    def start(self, spec: ProcessSpec, prestart: bool = True) -> subprocess.Popen:
-        """Start one process and wait until it is ready; raise ChildFailed otherwise."""
+    def start(
+        self, spec: ProcessSpec, prestart: bool = True, *, stops: int | None = None
+    ) -> subprocess.Popen:
+        """Start one process and wait until it is ready; raise ChildFailed otherwise (also,
+        with ``stops``, when stop() was called since ``_stops`` had that value)."""
         if prestart and spec.prestart:
             spec.prestart()
         env = {**self.base_env, **spec.env}
-        logf = open(self.log_path(spec.name), "ab")  # noqa: SIM115 (kept open for the child)
-        log.info("starting %s: %s", spec.name, " ".join(spec.argv))
-        proc = subprocess.Popen(
-            spec.argv,
-            env=env,
-            cwd=spec.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        logf.close()
-        self.children.append((spec, proc))
+        with self._lock:
+            if stops is not None and stops != self._stops:
+                raise ChildFailed(f"{spec.name} not started: the stack is stopping")
+            logf = open(self.log_path(spec.name), "ab")  # noqa: SIM115 (kept open for the child)
+            log.info("starting %s: %s", spec.name, " ".join(spec.argv))
+            proc = subprocess.Popen(
+                spec.argv,
+                env=env,
+                cwd=spec.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            logf.close()
+            self.children.append((spec, proc))
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -137,8 +154,43 @@ class Supervisor:
         return proc
 
     def start_all(self, specs: Iterable[ProcessSpec]) -> None:
-        for spec in specs:
-            self.start(spec)
+        """Start every spec once what it ``needs`` is ready, concurrently where nothing orders
+        them; raise the first failure (in spec order) once no start is under way. After a
+        failure nothing more is started."""
+        specs = list(specs)
+        names = [s.name for s in specs]
+        needs = {}
+        for i, spec in enumerate(specs):
+            needs[spec.name] = names[:i] if spec.needs is None else list(spec.needs)
+            unknown = [n for n in needs[spec.name] if n not in names or n == spec.name]
+            if unknown:
+                raise ValueError(f"{spec.name} needs {unknown}, which are not started with it")
+        done = {name: threading.Event() for name in names}
+        errors: dict[str, BaseException] = {}
+        stops = self._stops
+
+        def run(spec: ProcessSpec) -> None:
+            try:
+                for name in needs[spec.name]:
+                    done[name].wait()
+                if not errors:  # nothing more after a failure
+                    self.start(spec, stops=stops)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors[spec.name] = exc
+            finally:
+                done[spec.name].set()
+
+        threads = [
+            threading.Thread(target=run, args=(s,), name=f"start-{s.name}", daemon=True)
+            for s in specs
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name in names:
+            if name in errors:
+                raise errors[name]
 
     def restart(self, spec: ProcessSpec) -> subprocess.Popen:
         """Start an exited child again the same way (its ``prestart`` already ran once)."""
@@ -154,6 +206,8 @@ class Supervisor:
 
     def stop(self) -> None:
         """Stop every child in reverse start order, then anything left of the stack."""
+        with self._lock:
+            self._stops += 1
         for spec, proc in reversed(self.children):
             _terminate(spec.name, proc, spec.stop_signal, spec.stop_timeout)
         self.children.clear()

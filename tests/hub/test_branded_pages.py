@@ -18,12 +18,20 @@ BRANDING = {"service_name": "C-SCALE Test Hub",
             "terms_url": "https://example.org/terms", "privacy_url": "https://example.org/privacy",
             "support_url": "mailto:support@example.org"}
 VO = "vo.cscale.eu"
+#: the pages, the sign-in and JupyterLab need the hub, proxy, provider and spawner only: no data
+#: sites, STAC service, runs service or gateway (the Dask panel is JupyterLab's own extension)
+LEAN = {
+    "federation": {"embedded_sites": False},
+    "eomqs": {"enabled": False},
+    "runs": {"enabled": False},
+    "dask_gateway": {"enabled": False},
+}
 
 
 @pytest.fixture(scope="module")
 def branded(notebook_source):
     """A stack whose hub has its branding (policy links) set, as an operator would."""
-    stack = LocalStack(config={"hub": {"branding": BRANDING}, "auth": {"vos": [VO]},
+    stack = LocalStack(config={**LEAN, "hub": {"branding": BRANDING}, "auth": {"vos": [VO]},
                                "notebooks": {"source": str(notebook_source)}}).start()
     try:
         yield stack

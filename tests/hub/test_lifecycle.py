@@ -20,13 +20,15 @@ from cscale_extensions.kernelclient import run_in_kernel, start_busy_kernel
 from cscale_extensions.processes import alive, stack_processes
 
 pytestmark = pytest.mark.slow
-CULL_TIMEOUT = 30
+#: short, with quick reports and checks (2 s each): the lag between work and the culler's view
+#: of it (busy check + activity report + culler check, ~6 s) stays well inside it
+CULL_TIMEOUT = 20
 
 
 @pytest.fixture(scope="module")
 def stack():
     st = LocalStack(config={
-        "culler": {"timeout": CULL_TIMEOUT, "every": 5, "activity_interval": 5},
+        "culler": {"timeout": CULL_TIMEOUT, "every": 2, "activity_interval": 2},
         "federation": {"embedded_sites": False},
     }).start()
     try:

@@ -23,7 +23,8 @@ def postgres():
 def test_hub_state_lives_in_postgresql_across_restarts(postgres):
     url = postgres.database_url("jupyterhub", "postgresql+psycopg")
     config = {"hub": {"db_url": url}, "federation": {"embedded_sites": False},
-              "dask_gateway": {"enabled": False}}
+              "dask_gateway": {"enabled": False}, "eomqs": {"enabled": False},
+              "runs": {"enabled": False}}
     first = LocalStack(config=config).start()
     try:
         token = first.api_token("demo-member")

@@ -53,7 +53,9 @@ def _wait(check, timeout: float) -> bool:
 
 @pytest.fixture(scope="module")
 def stack():
-    st = LocalStack(config=LEAN).start()
+    # the hub re-adds missing proxy routes (after the proxy's crash) every activity interval
+    # (JupyterHub.last_activity_interval; 60 s by default): 5 s, so the test waits 5, not 60
+    st = LocalStack(config={**LEAN, "culler": {"activity_interval": 5}}).start()
     try:
         yield st
     finally:

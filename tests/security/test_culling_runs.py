@@ -1,4 +1,4 @@
-"""The idle culler against real work, on a stack of its own (`cscale-hub up`, 30 s cull timeout).
+"""The idle culler against real work, on a stack of its own (`cscale-hub up`, 20 s cull timeout).
 
 Two kinds of work produce no traffic: a kernel busy with a silent computation, and a headless
 run, which executes in the user's `runs` server as a detached papermill process with a kernel of
@@ -21,14 +21,16 @@ from cscale_extensions.net import http_ready, wait_for
 
 pytestmark = pytest.mark.slow
 rel = pytest.mark.reliability
-CULL_TIMEOUT = 30
+#: short, with quick reports and checks (2 s each): the lag between work and the culler's view
+#: of it (busy check + activity report + culler check, ~6 s) stays well inside it
+CULL_TIMEOUT = 20
 
 
 @pytest.fixture(scope="module")
 def stack():
     st = LocalStack(
         config={
-            "culler": {"timeout": CULL_TIMEOUT, "every": 5, "activity_interval": 5},
+            "culler": {"timeout": CULL_TIMEOUT, "every": 2, "activity_interval": 2},
             "federation": {"embedded_sites": False},
             "eomqs": {"enabled": False},
             "dask_gateway": {"enabled": False},

@@ -72,6 +72,8 @@ def embedded_federation(cfg: dict, data_dir: Path) -> tuple[list[ProcessSpec], l
 
     asset_port = port()
     asset_base = f"http://127.0.0.1:{asset_port}"
+    # the sites need nothing of each other (nor of the asset server: its URL is known now)
+    # and start together; a pgstac site's prestart loads its data into its PostgreSQL
     specs = [asset_server_spec(eodata, asset_port)]
     entries = []
     for site in SITES:
@@ -79,8 +81,10 @@ def embedded_federation(cfg: dict, data_dir: Path) -> tuple[list[ProcessSpec], l
         site_dir = sites_dir / site.name
         if site.kind == "pgstac":
             cluster = PgCluster(sites_dir, port())
-            specs.append(cluster.postgres_spec())
+            pg = cluster.postgres_spec()
+            specs.append(pg)
             specs.append(api_spec(cluster, site, site_port, site_dir, eodata, asset_base))
+            specs[-1].needs = (pg.name,)
         else:
             specs.append(rustac_spec(site, site_port, site_dir, eodata, asset_base))
         entries.append(
@@ -91,4 +95,7 @@ def embedded_federation(cfg: dict, data_dir: Path) -> tuple[list[ProcessSpec], l
                 "timeout": timeout,
             }
         )
+    for spec in specs:
+        if spec.needs is None:
+            spec.needs = ()
     return specs, entries
