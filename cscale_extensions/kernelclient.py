@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 
-import requests
+import httpx
 import websocket
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -22,8 +22,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def start_kernel(server_url: str, token: str) -> str:
     """Start a ``python3`` kernel in the user server at ``server_url``; return its id."""
     base = server_url.rstrip("/")
-    r = requests.post(f"{base}/api/kernels", json={"name": "python3"},
-                      headers={"Authorization": f"token {token}"}, timeout=60)
+    r = httpx.post(f"{base}/api/kernels", json={"name": "python3"},
+                   headers={"Authorization": f"token {token}"}, timeout=60)
     if r.status_code != 201:
         raise RuntimeError(f"cannot start a kernel: HTTP {r.status_code} {r.text[:200]}")
     return r.json()["id"]
@@ -31,8 +31,8 @@ def start_kernel(server_url: str, token: str) -> str:
 
 def delete_kernel(server_url: str, token: str, kernel_id: str) -> None:
     """Shut down and remove kernel ``kernel_id`` of the user server at ``server_url``."""
-    requests.delete(f"{server_url.rstrip('/')}/api/kernels/{kernel_id}",
-                    headers={"Authorization": f"token {token}"}, timeout=30)
+    httpx.delete(f"{server_url.rstrip('/')}/api/kernels/{kernel_id}",
+                 headers={"Authorization": f"token {token}"}, timeout=30)
 
 
 def _send_execute(ws: websocket.WebSocket, code: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.error
-import urllib.request
+
+import httpx
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,11 +27,8 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 def http_ready(url: str, timeout: float = 2.0, below: int = 500) -> bool:
     """True when ``url`` answers HTTP with a status below ``below`` (600: any answer)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status < below
-    except urllib.error.HTTPError as exc:
-        return exc.code < below
-    except (OSError, ValueError):
+        return httpx.get(url, timeout=timeout, follow_redirects=True).status_code < below
+    except (httpx.HTTPError, ValueError):
         return False
 
 

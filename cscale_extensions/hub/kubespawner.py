@@ -22,7 +22,10 @@ from typing import Any
 from kubespawner import KubeSpawner
 from tornado import web
 
-from cscale_extensions.hub.environment import user_environment  # as for the local spawners
+from cscale_extensions.hub.environment import (  # as for the local spawners
+    server_dashboard_address,
+    user_environment,
+)
 from cscale_extensions.kube import check_sites, image_ref, pod_security_context, site_placement
 
 HOME_VOLUME = "home"
@@ -84,7 +87,8 @@ def make_profile_list(kube: dict[str, Any]):
 
 
 class CScaleKubeSpawner(KubeSpawner):
-    """KubeSpawner that tells the server its user's VOs and current OIDC access token.
+    """KubeSpawner that tells the server its user's VOs, current OIDC access token and where its
+    Dask dashboards are (under its own URL).
 
     The token is the snapshot the hub's ``auth_state_hook`` stored as ``oidc_access_token``
     (as for the local spawners); it is visible in the pod spec to whoever may read pods.
@@ -96,6 +100,11 @@ class CScaleKubeSpawner(KubeSpawner):
         token = getattr(self, "oidc_access_token", "")
         if token:
             env["OIDC_ACCESS_TOKEN"] = token
+        if "DASK_GATEWAY__ADDRESS" in env:
+            # dashboard links on the user's own origin, through their server's proxy
+            # (cscale_extensions.singleuser.gateway_dashboards), as on the local stack
+            here = self.user.server_url(self.name)  # with user subdomains: their host + path
+            env["DASK_GATEWAY__PUBLIC_ADDRESS"] = server_dashboard_address(self.public_url, here)
         return env
 
 

@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from cscale_extensions import config as settings
 from cscale_extensions.hub import PLATFORM_SERVICES, SECRET_ENV, servertls
 from cscale_extensions.hub.environment import public_url
@@ -225,19 +227,15 @@ class Platform:
 
     def wait_for_service_routes(self, timeout: float = 90) -> None:
         """Wait until the proxy routes every hub service with a URL (the hub adds them late)."""
-        import urllib.request
-
         h = self.cfg["hub"]
         # with host routing the proxy names routes /<host>/<path>
         wanted = {f"{h['base_url']}services/{name}" for name in self.route_names()}
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{h['proxy_api_port']}/api/routes",
-            headers={"Authorization": f"token {self.env['CONFIGPROXY_AUTH_TOKEN']}"},
-        )
+        url = f"http://127.0.0.1:{h['proxy_api_port']}/api/routes"
+        auth = {"Authorization": f"token {self.env['CONFIGPROXY_AUTH_TOKEN']}"}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                routes = {r.rstrip("/") for r in json.load(resp)}
+            routes = {r.rstrip("/") for r in httpx.get(url, headers=auth, timeout=5)
+                      .raise_for_status().json()}
             routes |= {"/" + r.split("/", 2)[2] for r in routes if r.count("/") >= 2}
             if wanted <= routes:
                 return

@@ -211,14 +211,14 @@ def reference_masks(item, geobox, *, source: str = "eobox", asset: str = "refere
     polygons of ``item`` (a GeoJSON asset whose features have ``class`` and ``source``
     properties, as ``cscale-hub data prepare`` writes for the Sentinel-2 sample); a clear error
     when the item has none."""
+    import httpx
     import numpy as np
-    import requests
     from rasterio import features
     from rasterio.warp import transform_geom
 
     if asset not in item.assets:
         raise RuntimeError(f"{item.id} has no {asset!r} asset to validate against")
-    doc = requests.get(item.assets[asset].href, timeout=60).json()
+    doc = httpx.get(item.assets[asset].href, timeout=60).raise_for_status().json()
     out = {}
     for cls in ("water", "land"):
         shapes = [

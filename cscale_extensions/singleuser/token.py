@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from urllib.parse import quote
 
-import requests
+import httpx
 
 
 class TokenUnavailable(RuntimeError):
@@ -30,7 +30,7 @@ def access_token(timeout: float = 10) -> str:
     user = os.environ.get("JUPYTERHUB_USER")
     if not api or not token or not user:
         raise TokenUnavailable("not running in a JupyterHub user server (JUPYTERHUB_* unset)")
-    r = requests.get(
+    r = httpx.get(
         f"{api.rstrip('/')}/cscale/users/{quote(user, safe='')}/access-token",
         headers={"Authorization": f"token {token}"},
         timeout=timeout,
@@ -48,8 +48,8 @@ def access_token(timeout: float = 10) -> str:
     return value
 
 
-def _message(r: requests.Response) -> str:
+def _message(r: httpx.Response) -> str:
     try:
-        return str(r.json().get("message") or r.reason)
+        return str(r.json().get("message") or r.reason_phrase)
     except ValueError:
-        return r.reason or str(r.status_code)
+        return r.reason_phrase or str(r.status_code)

@@ -24,18 +24,10 @@ from cscale_extensions.kernelclient import delete_kernel, run_in_kernel, start_k
 from cscale_extensions.workshop.hubapi import HubAPI
 from cscale_extensions.workshop.model import Workshop, WorkshopError, save
 from cscale_extensions.workshop.prewarm import prewarm
+from cscale_extensions.workshop.rate import tree
 
 CELL = "import numpy as np\nx = np.random.rand(500, 500)\nprint(float((x @ x).sum()) > 0)"
 MIB = 1024 * 1024
-
-
-def tree(pid: int) -> list[psutil.Process]:
-    """``pid`` and all its descendants (none if it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def tree_usage(pid: int) -> dict[str, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
+import httpx
 
 from cscale_extensions.workshop.model import WorkshopError
 
@@ -54,8 +54,7 @@ class HubAPI:
 
     def __init__(self, hub_url: str, token: str, timeout: float = 30):
         self.base = hub_url.rstrip("/") + "/hub/api/"
-        self.s = requests.Session()
-        self.s.headers["Authorization"] = f"token {token}"
+        self.s = httpx.Client(headers={"Authorization": f"token {token}"})
         self.timeout = timeout
         self._token = token
 
@@ -65,16 +64,16 @@ class HubAPI:
 
     def request(
         self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204), **kw
-    ) -> requests.Response:
+    ) -> httpx.Response:
         try:
             r = self.s.request(method, self.base + path, timeout=self.timeout, **kw)
-        except requests.RequestException as exc:
+        except httpx.HTTPError as exc:
             raise WorkshopError(f"the hub at {self.base} is not reachable: {exc}") from None
         if r.status_code not in ok:
             try:
-                msg = r.json().get("message") or r.reason
+                msg = r.json().get("message") or r.reason_phrase
             except ValueError:
-                msg = r.text[:200] or r.reason
+                msg = r.text[:200] or r.reason_phrase
             if r.status_code == 403:
                 msg += " (the token needs to be a hub admin's)"
             raise WorkshopError(f"{method} {path}: HTTP {r.status_code}: {msg}")
@@ -104,12 +103,12 @@ class HubAPI:
         already running, 429 too many spawns at once, other: failed) and the hub's message."""
         try:
             r = self.s.post(f"{self.base}users/{quote(name)}/server", timeout=self.timeout)
-        except requests.RequestException as exc:
+        except httpx.HTTPError as exc:
             return 599, f"the hub did not answer: {exc}"
         try:
-            message = r.json().get("message") or r.reason
+            message = r.json().get("message") or r.reason_phrase
         except ValueError:
-            message = r.reason or ""
+            message = r.reason_phrase or ""
         return r.status_code, message
 
     def stop(self, name: str) -> int:

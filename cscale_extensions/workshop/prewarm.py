@@ -38,20 +38,16 @@ from cscale_extensions.workshop.hubapi import HubAPI
 def failure_reason(api: HubAPI, name: str) -> str | None:
     """The hub's message for ``name``'s last failed spawn (from the progress API), if any."""
     try:
-        r = api.s.get(f"{api.base}users/{quote(name)}/server/progress", stream=True, timeout=5)
+        with api.s.stream("GET", f"{api.base}users/{quote(name)}/server/progress",
+                          timeout=5) as r:
+            if r.status_code != 200:
+                return None
+            for line in r.iter_lines():
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    return event.get("message") if event.get("failed") else None
     except Exception:
         return None
-    try:
-        if r.status_code != 200:
-            return None
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                event = json.loads(line[5:])
-                return event.get("message") if event.get("failed") else None
-    except Exception:
-        return None
-    finally:
-        r.close()
     return None
 
 

@@ -124,7 +124,8 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"ETA {seconds}s"
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and all its descendants (none if it is gone)."""
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -135,7 +136,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 def tree_cpu_pss(pid: int) -> tuple[float, float]:
     """CPU seconds (user+system) and PSS (MiB) of ``pid`` and its descendants."""
     cpu = pss = 0.0
-    for p in _tree(pid):
+    for p in tree(pid):
         try:
             t = p.cpu_times()
             cpu += t.user + t.system

@@ -117,6 +117,9 @@ def test_pod_of_an_allowed_profile_carries_site_size_and_security():
     assert env["CSCALE_COMPUTE_SITE"] == "eodc"
     assert env["CSCALE_USER_VOS"] == "vo.eodc.eu"
     assert env["CSCALE_STAC_URL"] == "https://hub.c-scale.eu/services/eo-mqs/"
+    # Dask dashboards under the user's own server (singleuser.gateway_dashboards), not the
+    # gateway's host, as on the local stack
+    assert env["DASK_GATEWAY__PUBLIC_ADDRESS"].endswith("/user/alice/dask-gateway")
     assert pod["metadata"]["labels"]["cscale.eu/site"] == "eodc"
     # home: a claim of the configured size and class, mounted at the home
     assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
