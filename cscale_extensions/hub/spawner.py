@@ -177,8 +177,8 @@ class NotebooksMixin(LoggingConfigurable):
         if "DASK_GATEWAY__ADDRESS" in env:
             # dashboard links on the user's own origin, through their server's proxy
             # (cscale_extensions.singleuser.gateway_dashboards)
-            base = self.server.base_url if self.server else "/"
-            env["DASK_GATEWAY__PUBLIC_ADDRESS"] = server_dashboard_address(self.public_url, base)
+            here = self.user.server_url(self.name)  # with user subdomains: their host + path
+            env["DASK_GATEWAY__PUBLIC_ADDRESS"] = server_dashboard_address(self.public_url, here)
         return env
 
 
