@@ -24,27 +24,9 @@ from cscale_extensions.kernelclient import delete_kernel, run_in_kernel, start_k
 from cscale_extensions.workshop.hubapi import HubAPI
 from cscale_extensions.workshop.model import Workshop, WorkshopError, save
 from cscale_extensions.workshop.prewarm import prewarm
-from cscale_extensions.workshop.rate import tree
+from cscale_extensions.workshop.rate import MIB, tree_usage
 
 CELL = "import numpy as np\nx = np.random.rand(500, 500)\nprint(float((x @ x).sum()) > 0)"
-MIB = 1024 * 1024
-
-
-def tree_usage(pid: int) -> dict[str, float]:
-    """PSS and RSS in MiB and CPU seconds (user+system) of ``pid`` and its descendants."""
-    pss = rss = cpu = 0.0
-    procs = 0
-    for p in tree(pid):
-        try:
-            mem = p.memory_full_info()  # smaps: PSS, the share of shared pages
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        procs += 1
-        pss += mem.pss / MIB
-        rss += mem.rss / MIB
-        cpu += times.user + times.system
-    return {"pss_mib": pss, "rss_mib": rss, "cpu_s": cpu, "processes": procs}
 
 
 def mem_available_mib() -> float:

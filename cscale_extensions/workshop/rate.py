@@ -133,17 +133,21 @@ def tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_cpu_pss(pid: int) -> tuple[float, float]:
-    """CPU seconds (user+system) and PSS (MiB) of ``pid`` and its descendants."""
-    cpu = pss = 0.0
+def tree_usage(pid: int) -> dict[str, float]:
+    """PSS and RSS in MiB and CPU seconds (user+system) of ``pid`` and its descendants."""
+    pss = rss = cpu = 0.0
+    procs = 0
     for p in tree(pid):
         try:
-            t = p.cpu_times()
-            cpu += t.user + t.system
-            pss += p.memory_full_info().pss / MIB
+            mem = p.memory_full_info()  # smaps: PSS, the share of shared pages
+            times = p.cpu_times()
         except psutil.Error:
             continue
-    return cpu, pss
+        procs += 1
+        pss += mem.pss / MIB
+        rss += mem.rss / MIB
+        cpu += times.user + times.system
+    return {"pss_mib": pss, "rss_mib": rss, "cpu_s": cpu, "processes": procs}
 
 
 def settle(
@@ -151,15 +155,16 @@ def settle(
 ) -> tuple[float, float]:
     """Wait until the process tree of ``pid`` uses less than ``idle_cores`` (its start, with a
     pre-started kernel, is over), at most ``limit`` seconds; return its CPU seconds and PSS."""
-    cpu, _ = tree_cpu_pss(pid)
+    cpu = tree_usage(pid)["cpu_s"]
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         time.sleep(step)
-        now, pss = tree_cpu_pss(pid)
-        if now - cpu < idle_cores * step:
-            return now, pss
-        cpu = now
-    return tree_cpu_pss(pid)
+        usage = tree_usage(pid)
+        if usage["cpu_s"] - cpu < idle_cores * step:
+            return usage["cpu_s"], usage["pss_mib"]
+        cpu = usage["cpu_s"]
+    usage = tree_usage(pid)
+    return usage["cpu_s"], usage["pss_mib"]
 
 
 def server_pid(server: dict[str, Any] | None) -> int | None:
