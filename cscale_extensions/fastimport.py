@@ -9,7 +9,8 @@ workshop's spawns queue behind it. :func:`install` puts a stand-in in ``sys.modu
 ``is_valid_syntax`` imports the real module at its first call (same answers, paid only then).
 
 ``python -m cscale_extensions.fastimport jupyterhub-singleuser [args…]`` installs it and runs
-that console script's entry point, as its own executable would.
+that console script's entry point, as its own executable would; the runs executor and its fork
+server call :func:`install` before importing papermill.
 """
 
 from __future__ import annotations

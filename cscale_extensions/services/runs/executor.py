@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cscale_extensions import fastimport
 from cscale_extensions.services.runs.active import marked
 
 STATUS = "status.json"
@@ -315,9 +316,8 @@ def _execute(run_dir: Path, root: Path) -> str:
         watchdog.start()
         if os.environ.get("SLURM_JOB_ID"):
             _end_on_sigterm(watchdog, run_dir, float(spec.get("walltime") or 0))
-        # jsonschema imports the optional rfc3987_syntax (it builds a grammar: ~3 s) for an
-        # "iri" format check that notebook validation never uses; skip it, like a missing extra
-        sys.modules.setdefault("rfc3987_syntax", None)
+        # jsonschema's IRI checker (a grammar built at import, ~3 s) only at its first use
+        fastimport.install()
         import papermill
         from papermill.engines import papermill_engines
         from papermill.exceptions import PapermillExecutionError

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from cscale_extensions import fastimport
+
 SOCKET = ".executor.sock"
 LOCK = ".executor.lock"
 
@@ -87,7 +89,7 @@ def serve(root: Path, server_pid: int, idle: float, parent: int | None = None) -
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another fork server is already serving this home
-    sys.modules.setdefault("rfc3987_syntax", None)  # see executor.execute
+    fastimport.install()  # jsonschema's IRI checker at first use, not in every run
     import papermill  # noqa: F401 (the point: imported once, before forking)
     import papermill.engines  # noqa: F401
 
