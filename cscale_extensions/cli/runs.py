@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import yaml
 
+from cscale_extensions.compute import DEFAULT_SITE_ENV
+
 TERMINAL = ("succeeded", "failed", "cancelled", "timeout", "lost")
 
 
@@ -141,6 +143,8 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None:
             body[key] = value
+    if "site" not in body and os.environ.get(DEFAULT_SITE_ENV):
+        body["site"] = os.environ[DEFAULT_SITE_ENV]  # the site chosen when the server started
     return body
 
 
@@ -309,7 +313,8 @@ def add_run_parsers(subparsers) -> None:
     p.add_argument("--name", help="a label for listings")
     p.add_argument(
         "--site",
-        help="compute site to run on (`cscale-hub runs sites`; default: the platform's); on a "
+        help="compute site to run on (`cscale-hub runs sites`; default: the one chosen when "
+        f"your server started (${DEFAULT_SITE_ENV}), else the platform's); on a "
         "Slurm site a run is a batch job, a sweep one job array",
     )
     _connection(p)

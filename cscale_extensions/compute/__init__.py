@@ -21,6 +21,9 @@ from cscale_extensions import config as settings
 KINDS = ("local", "slurm", "kubernetes")
 #: environment variable of user servers: JSON list of the sites the user may use
 SITES_ENV = "CSCALE_COMPUTE_SITES"
+#: environment variable of user servers: the site chosen in the spawn form for their Dask
+#: clusters and runs (cscale_extensions.hub.siteform; ``cscale-hub run`` without ``--site``)
+DEFAULT_SITE_ENV = "CSCALE_COMPUTE_DEFAULT_SITE"
 
 
 class SiteRefused(ValueError):

@@ -196,6 +196,13 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
         if not s["python"]
         else [str(python.parent / "jupyterhub-singleuser")]
     )
+    # the spawn form of compute sites (cscale_extensions.hub.siteform): only where something
+    # uses a site (the gateway's clusters, the runs service's runs)
+    c.Spawner.compute_settings = cfg["compute"]
+    c.Spawner.site_form = s["site_form"] and (
+        cfg["dask_gateway"]["enabled"] or cfg["runs"]["enabled"]
+    )
+    c.Spawner.workshop_group_prefix = cfg["workshop"]["group_prefix"]
     c.Spawner.notebooks_source = source if n["enabled"] else ""
     c.Spawner.notebooks_target = n["target"]
     c.Spawner.platform_env = env

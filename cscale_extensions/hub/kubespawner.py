@@ -2,7 +2,9 @@
 
 The hub configuration calls :func:`configure_kubespawner` when ``spawner.backend`` is
 ``kubernetes``. Every user server is a pod of the single-user image running as a non-root
-account with all capabilities dropped; its home is a PersistentVolumeClaim. An init
+account with all capabilities dropped; its home is the user's one volume, mounted by all
+their servers (:mod:`cscale_extensions.hub.kubehome`); EO-MQS and runs are named at their
+in-cluster Services (:func:`in_cluster_urls`); no OIDC token is put in the pod spec. An init
 container of the same image copies the workflow notebooks baked into the image
 (``kubernetes.notebooks_image_dir``) into the home before each start, keeping files the
 user changed (:mod:`cscale_extensions.singleuser.seed_notebooks`).
@@ -21,14 +23,24 @@ from typing import Any
 
 from kubespawner import KubeSpawner
 from tornado import web
+from traitlets import Bool
 
 from cscale_extensions.hub.environment import (  # as for the local spawners
     server_dashboard_address,
     user_environment,
 )
+from cscale_extensions.hub.kubehome import (
+    HOME_VOLUME,
+    OWNER_INIT,
+    PER_USER_CLAIM,
+    check_storage,
+    home_affinity,
+    home_mount,
+    home_volume,
+    owner_init_container,
+)
+from cscale_extensions.hub.siteform import sites_sentence
 from cscale_extensions.kube import check_sites, image_ref, pod_security_context, site_placement
-
-HOME_VOLUME = "home"
 
 
 def allowed_profiles(profiles: list[dict[str, Any]], groups: Iterable[str]) -> list[dict[str, Any]]:
@@ -66,8 +78,10 @@ def kubespawner_profile(kube: dict[str, Any], prof: dict[str, Any]) -> dict[str,
     }
 
 
-def make_profile_list(kube: dict[str, Any]):
-    """A ``KubeSpawner.profile_list`` callable filtering the profiles by the user's VOs."""
+def make_profile_list(kube: dict[str, Any], cfg: dict[str, Any] | None = None):
+    """A ``KubeSpawner.profile_list`` callable filtering the profiles by the user's VOs; with
+    ``cfg`` (the settings) each description also names the compute sites the user may run
+    Dask clusters and runs on (:func:`cscale_extensions.hub.siteform.sites_sentence`)."""
     profiles = [
         (p.get("allowed_vos") or [], kubespawner_profile(kube, p)) for p in kube["profiles"]
     ]
@@ -75,6 +89,10 @@ def make_profile_list(kube: dict[str, Any]):
     def profile_list(spawner) -> list[dict[str, Any]]:
         groups = {g.name for g in spawner.user.groups}
         mine = [copy.deepcopy(entry) for vos, entry in profiles if not vos or groups & set(vos)]
+        if cfg is not None:
+            sites = sites_sentence(cfg, sorted(groups))
+            for entry in mine:
+                entry["description"] = " · ".join(x for x in (entry["description"], sites) if x)
         if profiles and not mine:
             raise web.HTTPError(
                 403,
@@ -87,19 +105,39 @@ def make_profile_list(kube: dict[str, Any]):
 
 
 class CScaleKubeSpawner(KubeSpawner):
-    """KubeSpawner that tells the server its user's VOs, current OIDC access token and where its
-    Dask dashboards are (under its own URL).
+    """KubeSpawner that tells the server its user's VOs and where its Dask dashboards are
+    (under its own URL).
 
-    The token is the snapshot the hub's ``auth_state_hook`` stored as ``oidc_access_token``
-    (as for the local spawners); it is visible in the pod spec to whoever may read pods.
+    Unlike the local spawners it puts no ``OIDC_ACCESS_TOKEN`` in the environment: a pod spec
+    is readable by whoever may read pods (and kept in etcd and events), and a snapshot expires
+    anyway. Code in the server asks the hub for the current token
+    (:func:`cscale_extensions.singleuser.token.access_token`, the hub's access-token endpoint).
+
+    With ``home_on_one_node`` (a per-user ReadWriteOnce home, :mod:`.kubehome`) the pod must
+    run on the node of the user's other servers, and a named server mounts the user's claim
+    even if an earlier version remembered one of its own.
     """
+
+    home_on_one_node = Bool(False, config=True, help="Schedule next to the user's other servers.")
+
+    def load_state(self, state):
+        super().load_state(state)
+        if self.name and self.home_on_one_node:
+            # one home per user: not a claim remembered per named server (claim-<u>--runs)
+            self.pvc_name = self._expand_user_properties(self.pvc_name_template)
+
+    async def get_pod_manifest(self):
+        if self.home_on_one_node:
+            label = self._build_common_labels({})["hub.jupyter.org/username"]
+            mine = home_affinity(label)
+            others = [t for t in self.pod_affinity_required if t not in mine]
+            self.pod_affinity_required = [*others, *mine]
+        return await super().get_pod_manifest()
 
     def get_env(self):
         env = super().get_env()
         env["CSCALE_USER_VOS"] = ",".join(sorted(g.name for g in self.user.groups))
-        token = getattr(self, "oidc_access_token", "")
-        if token:
-            env["OIDC_ACCESS_TOKEN"] = token
+        env.pop("OIDC_ACCESS_TOKEN", None)  # never a literal in the pod spec (see above)
         if "DASK_GATEWAY__ADDRESS" in env:
             # dashboard links on the user's own origin, through their server's proxy
             # (cscale_extensions.singleuser.gateway_dashboards), as on the local stack
@@ -108,18 +146,11 @@ class CScaleKubeSpawner(KubeSpawner):
         return env
 
 
-def _home_volume(kube: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    volume = {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": "{pvc_name}"}}
-    mount = {"name": HOME_VOLUME, "mountPath": kube["storage"]["mount_path"]}
-    return volume, mount
-
-
 def home_init_container(
     cfg: dict[str, Any], name: str, command: list[str], env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """An init container of the single-user image, as the user, with only the home mounted."""
     kube = cfg["kubernetes"]
-    home = kube["storage"]["mount_path"]
     container: dict[str, Any] = {
         "name": name,
         "image": image_ref(kube),
@@ -130,7 +161,7 @@ def home_init_container(
             "requests": {"cpu": "50m", "memory": "64Mi"},
             "limits": {"cpu": "500m", "memory": "256Mi"},
         },
-        "volumeMounts": [{"name": HOME_VOLUME, "mountPath": home}],
+        "volumeMounts": [home_mount(kube)],
     }
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
@@ -146,6 +177,28 @@ def _notebooks_init_container(cfg: dict[str, Any]) -> dict[str, Any]:
     command = ["python", "-m", "cscale_extensions.singleuser.seed_notebooks"]
     command += [cfg["kubernetes"]["notebooks_image_dir"], in_home(cfg, cfg["notebooks"]["target"])]
     return home_init_container(cfg, "seed-notebooks", command)
+
+
+#: (environment variable, kubernetes.services key, hub service name, enabling section)
+IN_CLUSTER = (
+    ("CSCALE_STAC_URL", "eomqs", "eo-mqs", "eomqs"),
+    ("CSCALE_RUNS_URL", "runs", "runs", "runs"),
+)
+
+
+def in_cluster_urls(cfg: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """EO-MQS and runs at their Services' DNS names (``kubernetes.services``), the public URLs
+    kept as ``*_PUBLIC_URL`` for browsers; what ``spawner.environment`` sets is left alone."""
+    chosen = cfg["spawner"]["environment"]
+    services = cfg["kubernetes"]["services"]
+    base = cfg["hub"]["base_url"]
+    out: dict[str, str] = {}
+    for var, key, name, section in IN_CLUSTER:
+        if var in chosen or not services.get(key) or not cfg[section].get("enabled", True):
+            continue
+        out[var.replace("_URL", "_PUBLIC_URL")] = env[var]
+        out[var] = f"{services[key].rstrip('/')}{base}services/{name}/"
+    return out
 
 
 def _literal(value: str) -> str:
@@ -181,6 +234,7 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
     """
     kube = cfg["kubernetes"]
     check_sites(kube)
+    check_storage(kube)
     spawner = cfg["spawner"]
 
     c.JupyterHub.spawner_class = CScaleKubeSpawner
@@ -220,24 +274,32 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
     # KubeSpawner expands {username}-style fields in environment values with str.format: our
     # values are literal (e.g. JSON of the compute sites), so their braces are escaped
     env.update({k: _literal(v) for k, v in user_environment(cfg).items()})
+    env.update(in_cluster_urls(cfg, env))
     env["CSCALE_DEPLOYMENT"] = "kubernetes"
     ks.environment = env
 
-    # home volume + notebooks seeded by an init container
+    # one home per user for all their servers (cscale_extensions.hub.kubehome) + notebooks
+    # seeded by an init container
     storage = kube["storage"]
-    ks.storage_pvc_ensure = True
+    per_user = storage["type"] == "per-user"
+    ks.storage_pvc_ensure = per_user
+    ks.pvc_name_template = PER_USER_CLAIM
     ks.storage_capacity = storage["capacity"]
     ks.storage_access_modes = ["ReadWriteOnce"]
     if storage["storage_class"]:
         ks.storage_class = storage["storage_class"]
+    ks.home_on_one_node = per_user
     # what z2jh configured before us (extra volumes, init containers, the
     # hub.jupyter.org/network-access-hub label its NetworkPolicies rely on) is kept
-    volume, mount = _home_volume(kube)
+    volume, mount = home_volume(kube), home_mount(kube)
     volumes = [v for v in _existing(c, "volumes", []) if object_name(v) != HOME_VOLUME]
     mounts = [m for m in _existing(c, "volume_mounts", []) if object_name(m) != HOME_VOLUME]
     ks.volumes = [volume, *volumes]
     ks.volume_mounts = [mount, *mounts]
-    inits = [i for i in _existing(c, "init_containers", []) if object_name(i) != "seed-notebooks"]
+    ours = {"seed-notebooks", OWNER_INIT}
+    inits = [i for i in _existing(c, "init_containers", []) if object_name(i) not in ours]
+    if storage["home_ownership"] == "chown-init":
+        inits.append(owner_init_container(kube))
     if cfg["notebooks"]["enabled"]:
         inits.append(_notebooks_init_container(cfg))
     ks.init_containers = inits
@@ -246,4 +308,4 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
         **_existing(c, "extra_labels", {}),
         "app.kubernetes.io/part-of": "cscale-hub",
     }
-    ks.profile_list = make_profile_list(kube)
+    ks.profile_list = make_profile_list(kube, cfg)

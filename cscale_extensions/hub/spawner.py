@@ -5,7 +5,9 @@ the same name, created on first spawn with its home under ``<data_dir>/homes``; 
 as that account, so users are isolated from each other by the operating system.
 :class:`SameUserSpawner` (the platform runs unprivileged) runs every server as the
 launcher's account with per-user homes: convenient for a laptop, but users are NOT isolated.
-Both copy the workflow notebooks into the home before every start.
+Both copy the workflow notebooks into the home before every start, and both offer the spawn
+form of compute sites (:mod:`cscale_extensions.hub.siteform`: the default site of the server's
+Dask clusters and runs, for users with more than one).
 
 Root never operates on a path in a home: the hub only creates a home that does not exist yet
 (``mkdir`` in the root-owned ``homes_dir``, then ``fchown`` of what it created, never anything
@@ -56,6 +58,7 @@ from cscale_extensions import userlimits
 from cscale_extensions.compute import sitegroups
 from cscale_extensions.hub import notebook_sync, servertls
 from cscale_extensions.hub.environment import server_dashboard_address
+from cscale_extensions.hub.siteform import SiteChoice
 
 ACCOUNT_MARKER = "cscale-hub user"
 
@@ -236,7 +239,7 @@ class ExitWatch:
         await self.poll_and_notify()
 
 
-class SystemUserSpawner(ExitWatch, NotebooksMixin, LocalProcessSpawner):
+class SystemUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, LocalProcessSpawner):
     """One POSIX account per hub user (created on demand), home under ``homes_dir``."""
 
     homes_dir = Unicode(config=True, help="Parent directory of the users' homes.")
@@ -301,6 +304,13 @@ class SystemUserSpawner(ExitWatch, NotebooksMixin, LocalProcessSpawner):
             self._refuse_group_name(name)
             raise user_error(500, f"Could not create the account for {name}; "
                                   "the operator will find details in the hub log.") from None
+
+    def check_can_spawn(self) -> None:
+        """The 403 of a username no account can be made for, before the spawn form."""
+        try:
+            pwd.getpwnam(self.user.name)
+        except KeyError:
+            self._refuse_group_name(self.user.name)
 
     def _refuse_group_name(self, name: str) -> None:
         """403 when ``name`` is a group on this machine that has no account of that name: a
@@ -442,6 +452,7 @@ class SystemUserSpawner(ExitWatch, NotebooksMixin, LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.platform_environment())
+        env.update(self.site_environment())
         if self._tls:  # jupyterhub-singleuser serves HTTPS with these (no client certificates)
             env["JUPYTERHUB_SSL_KEYFILE"] = self._tls.keyfile
             env["JUPYTERHUB_SSL_CERTFILE"] = self._tls.certfile
@@ -450,7 +461,7 @@ class SystemUserSpawner(ExitWatch, NotebooksMixin, LocalProcessSpawner):
         return env
 
 
-class SameUserSpawner(ExitWatch, NotebooksMixin, SimpleLocalProcessSpawner):
+class SameUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, SimpleLocalProcessSpawner):
     """Every server as the launcher's account; per-user homes; NO isolation between users."""
 
     def make_preexec_fn(self, name):
@@ -466,6 +477,7 @@ class SameUserSpawner(ExitWatch, NotebooksMixin, SimpleLocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.platform_environment())
+        env.update(self.site_environment())
         return env
 
     def get_args(self):

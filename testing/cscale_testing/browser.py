@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,3 +26,17 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+#: a page of JupyterLab, or the hub's spawn form (not /hub/spawn-pending/…)
+_LAB_OR_FORM = re.compile(r".*(/lab([/?#].*)?$|/hub/spawn(/[^/?#]+)?/?([?#].*)?$)")
+
+
+def open_lab(page: Any, timeout: float = 180_000) -> None:
+    """After sign-in, wait for JupyterLab; on the way, start the server from the spawn form
+    with its preselected choices (the compute site, cscale_extensions.hub.siteform) as a user
+    would, when the hub shows one (users with more than one compute site)."""
+    page.wait_for_url(_LAB_OR_FORM, timeout=timeout)
+    if "/lab" not in page.url and page.locator("#spawn_form").count():
+        page.locator("#spawn_form").get_by_role("button", name="Start").click()
+    page.wait_for_url("**/lab**", timeout=timeout)

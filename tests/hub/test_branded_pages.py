@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 from cscale_testing import LocalStack
+from cscale_testing.browser import open_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -87,7 +88,7 @@ def test_member_lab_has_resource_indicator_and_dask_panel(branded, page, artifac
     """After sign-in, JupyterLab's status bar shows the server's memory and the left bar has
     the Dask panel (dask-labextension), both from the locked environment."""
     _sign_in(page, branded, "demo-member")
-    page.wait_for_url("**/lab**", timeout=180_000)
+    open_lab(page)  # through the spawn form of compute sites (the member has cloud and hpc)
     try:
         page.locator(".jp-DirListing-content").wait_for(timeout=120_000)
         page.get_by_text("Mem: ").first.wait_for(timeout=60_000)

@@ -17,6 +17,7 @@ import re
 import pytest
 import requests
 from cscale_testing import server_url
+from cscale_testing.browser import open_lab
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from cscale_extensions.localstack.sites.layout import SITES
@@ -35,7 +36,7 @@ def _sign_in(page, stack, user: str = USER) -> None:
     page.fill("#username", user)
     page.fill("#password", stack.credentials[user])
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/lab**", timeout=180_000)
+    open_lab(page)  # through the spawn form of compute sites (the member has cloud and hpc)
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ from cscale_extensions.services.runs.slurmjobs import (
     JobState,
     SlurmControl,
     ended_at_time_limit,
+    job_name,
     parse_submitted,
     submit_code,
     submit_request,
@@ -378,9 +379,8 @@ class Dispatcher:
         runs = [self.store.get_run(i, with_notebook=True) for i in run_ids]
         user = runs[0]["owner"]
         timeout = max(float(r["timeout"] or 0) for r in runs)
-        first = runs[0]
-        job_name = f"cscale-{'sweep-' + first['sweep_id'] if first['sweep_id'] else first['id']}"
-        request = submit_request(site, [run_dir(r["id"]) for r in runs], job_name, timeout)
+        name = job_name(runs)
+        request = submit_request(site, [run_dir(r["id"]) for r in runs], name, timeout)
         try:
             refusal = await self._site_refusal(user, site.name)
             if refusal:
@@ -394,7 +394,17 @@ class Dispatcher:
                 d = run_dir(run["id"])
                 await self.servers.prepare_dir(user, d)
                 await self.servers.write_text(user, f"{d}/{ex.SPEC}", json.dumps(spec))
-            job = parse_submitted(await self.servers.run_launcher(user, submit_code(request)))
+            # a retry (the answer of an earlier sbatch lost, or a restart mid-submission)
+            # adopts what that sbatch queued instead of queueing the runs a second time
+            job = await self._queued_before(site, user, name) if runs[0]["attempts"] > 1 else None
+            if job is None:
+
+                async def before_again() -> str | None:
+                    found = await self._queued_before(site, user, name)
+                    return None if found is None else f"submitted {found}"
+
+                answer = await self.servers.run_launcher(user, submit_code(request), before_again)
+                job = parse_submitted(answer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -410,6 +420,19 @@ class Dispatcher:
                 message=f"submitted to {site.name} as Slurm job {ref}",
             )
         log.info("runs %s of %s: Slurm job %s on %s", run_ids, user, job, site.name)
+
+    async def _queued_before(self, site: Site, user: str, name: str) -> str | None:
+        """The job an earlier submission of this batch queued (None: there is none): the
+        oldest of the user's jobs called ``name``; any later one is a duplicate, cancelled."""
+        found = await self.slurm.named(site, user, name)
+        if not found:
+            return None
+        if found[1:]:
+            log.warning("duplicate Slurm jobs %s of %s (%s): cancelled", found[1:], user, name)
+            await self.slurm.cancel(site, user, found[1:])
+        log.warning("Slurm job %s of %s (%s) adopted: its submission's answer was lost",
+                    found[0], user, name)
+        return found[0]
 
     # follow
     async def _follow_active(self) -> None:

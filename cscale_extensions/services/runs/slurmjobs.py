@@ -32,6 +32,7 @@ records the final state once Slurm says why the job ended (:func:`ended_at_time_
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -62,6 +63,7 @@ ENDED = frozenset(
     }
 )
 _JOB_REF = re.compile(r"^[0-9]{1,12}(_[0-9]{1,7})?$")
+_JOB_ID = re.compile(r"^[0-9]{1,12}$")
 _SUBMITTED = re.compile(r"^submitted ([0-9]{1,12})(;[A-Za-z0-9_.-]{1,64})?$")
 
 #: run in the user's launcher kernel (as the user); formatted with ``req`` = the request dict
@@ -91,6 +93,17 @@ def _submit(req):
     return "submitted " + p.stdout.strip()
 print(_submit(_j.loads({req!r})))
 """
+
+
+def job_name(runs: list[dict[str, Any]]) -> str:
+    """The Slurm job name of one submission, unique to exactly these runs in this order (the
+    order of the array's tasks): ``cscale-<run>``, or ``cscale-sweep-<sweep>-<digest>`` for a
+    job array. A retried submission finds its earlier job by this name (:meth:`SlurmControl.named`)
+    and adopts it only when it runs the same runs as the same tasks."""
+    if len(runs) == 1:
+        return f"cscale-{runs[0]['id']}"
+    digest = hashlib.sha256(",".join(r["id"] for r in runs).encode()).hexdigest()[:10]
+    return f"cscale-sweep-{runs[0]['sweep_id'] or runs[0]['id']}-{digest}"
 
 
 def submit_request(site: Site, dirs: list[str], job_name: str, timeout: float) -> dict[str, Any]:
@@ -196,6 +209,15 @@ class SlurmControl:
                     found[parts[0]] = JobState(parts[1].strip(), parts[2].strip()[:200])
             self._cache[key] = (time.monotonic(), found)
             return found
+
+    async def named(self, site: Site, owner: str, name: str) -> list[str]:
+        """Ids (oldest first; an array's base id) of the jobs of ``owner`` called ``name``
+        that Slurm still knows, in any state: what an earlier submission of the same runs
+        queued even when its answer (the job id) was lost."""
+        argv = [*site.slurm.command("squeue"), "--noheader", "--states=all", "--user", owner]
+        argv += ["--name", name, "--format", "%F"]
+        out = await self._run(site, argv)
+        return sorted({x.strip() for x in out.splitlines() if _JOB_ID.match(x.strip())}, key=int)
 
     async def state(self, site: Site, owner: str, ref: str) -> JobState:
         """The state of job ``ref`` of ``owner`` (UNKNOWN once Slurm forgot it)."""

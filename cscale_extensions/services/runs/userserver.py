@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -319,21 +319,36 @@ class UserServers:
         except _LauncherFailed as exc:
             raise ServerError(f"could not launch the executor for {user}: {exc.last}") from None
 
-    async def run_launcher(self, user: str, code: str) -> str:
+    async def run_launcher(
+        self, user: str, code: str, before_again: Callable[[], Awaitable[str | None]] | None = None
+    ) -> str:
         """Execute ``code`` in the user's launcher kernel (a fresh kernel if that one does not
-        answer) and return what it printed: output of the user's side, untrusted."""
+        answer) and return what it printed: output of the user's side, untrusted.
+
+        ``before_again``: asked before ``code`` runs a second time (the first run may have
+        done its work with the answer lost); what it returns (not None) is the answer."""
         try:
-            return await self._in_launcher(user, code, lambda out: True)
+            return await self._in_launcher(user, code, lambda out: True, before_again)
         except _LauncherFailed as exc:
             raise ServerError(f"the launcher kernel of {user} did not answer: {exc.last}") from None
 
-    async def _in_launcher(self, user: str, code: str, accepted: Callable[[str], bool]) -> str:
+    async def _in_launcher(
+        self,
+        user: str,
+        code: str,
+        accepted: Callable[[str], bool],
+        before_again: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> str:
         """Run ``code`` in the user's launcher kernel until its output is ``accepted``: once
-        in the kernel at hand, once more in a fresh one."""
+        in the kernel at hand, once more in a fresh one (unless ``before_again`` answers)."""
         lock = self._locks.setdefault(user, asyncio.Lock())
         async with lock:
             last: Exception | None = None
             for fresh in (False, True):
+                if fresh and before_again is not None:
+                    answer = await before_again()
+                    if answer is not None:
+                        return answer
                 kernel = await self._kernel(user, fresh=fresh)
                 try:
                     out = await self._execute(user, kernel, code)
