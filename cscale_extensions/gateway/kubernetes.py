@@ -5,7 +5,10 @@ cluster options and limits; the chart's ``gateway.extraConfig`` calls it through
 ``configure_from_environment``) calls :func:`configure_kube_backend` when
 ``dask_gateway.backend`` is ``kubernetes``. Schedulers and workers run the single-user image
 (the same locked environment as the notebooks, so client and cluster versions match) as a
-non-root account with all capabilities dropped; idle clusters stop after
+non-root account with all capabilities dropped, placed on the nodes of the compute site the
+user chose for the cluster (option ``site``, among the sites their VOs may use): a compute site
+named like a key of ``kubernetes.node_selectors`` / ``tolerations`` takes that placement, any
+other ``kubernetes.dask.worker_site``'s. Idle clusters stop after
 ``dask_gateway.idle_timeout``; a user runs at most ``dask_gateway.max_clusters_per_user``.
 """
 
@@ -58,6 +61,35 @@ def dask_pod_config(kube: dict[str, Any], site: str | None) -> dict[str, Any]:
     return pod
 
 
+def placement_site(kube: dict[str, Any], compute_site: str | None) -> str | None:
+    """The Kubernetes site (key of ``node_selectors`` / ``tolerations``) of a cluster on
+    ``compute_site``: the site of the same name, else ``kubernetes.dask.worker_site``."""
+    known = set(kube.get("node_selectors", {})) | set(kube.get("tolerations", {}))
+    return compute_site if compute_site in known else kube["dask"]["worker_site"]
+
+
+def placed_options(options_for, kube: dict[str, Any]):
+    """Wrap a ``Backend.cluster_options`` callable: each cluster's scheduler and worker pods
+    are placed on the nodes of the compute site the user chose (option ``site``, already
+    checked against their VOs by :mod:`cscale_extensions.gateway.sites`)."""
+
+    def placed(user):
+        opts = options_for(user)
+        inner = opts.handler
+
+        def handler(options, user):
+            out = dict(inner(options, user) if inner else {})
+            pod = dask_pod_config(kube, placement_site(kube, options.get("site")))
+            out["scheduler_extra_pod_config"] = pod
+            out["worker_extra_pod_config"] = pod
+            return out
+
+        opts.handler = handler
+        return opts
+
+    return placed
+
+
 def configure_kube_backend(c, cfg: dict[str, Any]) -> None:
     """Configure ``c`` (a dask-gateway-server config) for the Kubernetes backend from ``cfg``.
 
@@ -88,6 +120,9 @@ def configure_kube_backend(c, cfg: dict[str, Any]) -> None:
     cc.worker_extra_container_config = container
     cc.scheduler_extra_pod_config = pod
     cc.worker_extra_pod_config = pod
+    if "cluster_options" in c.Backend and callable(c.Backend.cluster_options):
+        # per cluster: the pods of the compute site the user picked (its own placement)
+        c.Backend.cluster_options = placed_options(c.Backend.cluster_options, kube)
     labels = {"app.kubernetes.io/part-of": "cscale-hub"}
     cc.scheduler_extra_pod_labels = labels
     cc.worker_extra_pod_labels = labels

@@ -26,7 +26,7 @@ CHART = REPO / "helm" / "cscale-hub"
 #: then hub.services with the api tokens it generates into its Secret `hub`
 Z2JH_SERVICES = [
     {"name": "jupyterhub-idle-culler", "command": ["python3", "-m", "jupyterhub_idle_culler"]},
-    {"name": "dask-gateway", "url": "http://traefik-dask-gateway", "api_token": "from-secret-hub"},
+    {"name": "dask-gateway", "url": "http://cscale-dask-gateway", "api_token": "from-secret-hub"},
     {"name": "eo-mqs", "url": "http://cscale-eo-mqs:8080", "api_token": "from-secret-hub"},
     {"name": "runs", "url": "http://cscale-runs:8080", "api_token": "from-secret-hub"},
 ]
@@ -172,7 +172,7 @@ def test_chart_hub_config_serves_each_user_on_a_host_of_their_own(hub_config):
     assert env["DASK_GATEWAY__PUBLIC_ADDRESS"] == (
         "https://dask-gateway--service.hub.c-scale.eu/services/dask-gateway")
     # inside the cluster straight to the gateway's traefik: z2jh's proxy routes by host
-    assert env["DASK_GATEWAY__ADDRESS"] == "http://traefik-dask-gateway/services/dask-gateway"
+    assert env["DASK_GATEWAY__ADDRESS"] == "http://cscale-dask-gateway/services/dask-gateway"
 
 
 def test_chart_hub_config_serves_the_branded_pages(hub_config):

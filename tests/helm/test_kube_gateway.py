@@ -29,7 +29,7 @@ from cscale_extensions.gateway.kubernetes import LimitedKubeBackend
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
 PRODUCTION = CHART / "examples" / "production.yaml"
-INSTANCE = "dask-gateway"
+INSTANCE = "cscale-dask-gateway"
 
 
 def production_cfg(**overrides) -> dict:
@@ -62,7 +62,7 @@ def cluster_object(c: Config, user: User, request: dict) -> dict:
 def pods_of(c: Config, obj: dict) -> tuple[dict, dict]:
     """The scheduler and worker pods the controller would create for a DaskCluster object."""
     controller = KubeController(
-        config=c, gateway_instance=INSTANCE, api_url="http://api-dask-gateway.cscale:8000/api"
+        config=c, gateway_instance=INSTANCE, api_url="http://api-cscale-dask-gateway.cscale:8000/api"
     )
     config = FrozenAttrDict(obj["spec"]["config"])
     name = obj["metadata"]["name"]
@@ -202,3 +202,29 @@ def test_invalid_settings_in_the_environment_stop_the_gateway_naming_the_key(mon
     monkeypatch.setenv(settings.TEXT_ENV, "[not, a, mapping]\n")
     with pytest.raises(settings.ConfigError, match=r"\$CSCALE_SETTINGS_YAML: the top level"):
         configure_from_environment(Config())
+
+
+def test_dask_pods_follow_the_compute_site_the_users_vo_may_use():
+    """Before: every cluster's pods went to kubernetes.dask.worker_site, whatever the site."""
+    cfg = production_cfg(
+        kubernetes={"dask": {"worker_site": None}},
+        compute={
+            "sites": {
+                "eodc": {"kind": "kubernetes", "vos": ["vo.eodc.eu"], "description": "EODC"}
+            }
+        },
+    )
+    c = gateway_config(cfg)
+    eodc_member = User("alice", groups=["vo.eodc.eu"])
+    sched, worker = pods_of(c, cluster_object(c, eodc_member, {"site": "eodc"}))
+    for pod in (sched, worker):
+        kubernetes_validate.validate(pod, "1.31", strict=True)
+        assert pod["spec"]["nodeSelector"] == {"cscale.eu/site": "eodc"}
+        assert pod["spec"]["tolerations"][0]["value"] == "eodc"
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # a site without a placement of its own: worker_site (here: anywhere)
+    sched, worker = pods_of(c, cluster_object(c, eodc_member, {"site": "cloud"}))
+    assert "nodeSelector" not in sched["spec"] and "nodeSelector" not in worker["spec"]
+    # a VO not allowed on the site is refused before any pod exists
+    with pytest.raises(PublicException, match="eodc"):
+        cluster_object(c, User("bob", groups=["vo.cscale.eu"]), {"site": "eodc"})

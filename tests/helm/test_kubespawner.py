@@ -9,6 +9,7 @@ need the API). Objects are validated with kubernetes-validate (1.31, strict).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -116,7 +117,12 @@ def test_pod_of_an_allowed_profile_carries_site_size_and_security():
     assert env["CSCALE_PROFILE"] == "eodc-medium"
     assert env["CSCALE_COMPUTE_SITE"] == "eodc"
     assert env["CSCALE_USER_VOS"] == "vo.eodc.eu"
-    assert env["CSCALE_STAC_URL"] == "https://hub.c-scale.eu/services/eo-mqs/"
+    # services at their in-cluster Service names (no hairpin through the public ingress); the
+    # public URLs stay for links a browser opens
+    assert env["CSCALE_STAC_URL"] == "http://cscale-eo-mqs:8080/services/eo-mqs/"
+    assert env["CSCALE_RUNS_URL"] == "http://cscale-runs:8080/services/runs/"
+    assert env["CSCALE_STAC_PUBLIC_URL"] == "https://hub.c-scale.eu/services/eo-mqs/"
+    assert env["CSCALE_RUNS_PUBLIC_URL"] == "https://hub.c-scale.eu/services/runs/"
     # Dask dashboards under the user's own server (singleuser.gateway_dashboards), not the
     # gateway's host, as on the local stack
     assert env["DASK_GATEWAY__PUBLIC_ADDRESS"].endswith("/user/alice/dask-gateway")
@@ -168,11 +174,18 @@ def test_default_profile_is_used_when_none_is_chosen():
     assert "OIDC_ACCESS_TOKEN" not in env_of(pod)
 
 
-def test_users_access_token_reaches_the_server():
-    _, pod, _ = asyncio.run(
-        pod_for(configured(production_cfg()), ["vo.cscale.eu"], access_token="at-123")
-    )
-    assert env_of(pod)["OIDC_ACCESS_TOKEN"] == "at-123"
+def test_users_access_token_is_not_in_the_pod_spec():
+    """Before: the hub's snapshot was the literal env value OIDC_ACCESS_TOKEN, readable by
+    anyone who may read pods. The server asks the hub for it (singleuser.token)."""
+    c = configured(production_cfg(spawner={"environment": {"OIDC_ACCESS_TOKEN": "at-cfg"}}))
+    spawner, pod, _ = asyncio.run(pod_for(c, ["vo.cscale.eu"], access_token="at-123"))
+    assert spawner.oidc_access_token == "at-123"  # the hub had it
+    text = json.dumps(pod)
+    assert "at-123" not in text and "at-cfg" not in text
+    assert "OIDC_ACCESS_TOKEN" not in env_of(pod)
+    # what the server uses instead: its hub API and user, for the access-token endpoint
+    env = env_of(pod)
+    assert env["JUPYTERHUB_API_URL"].endswith("/hub/api") and env["JUPYTERHUB_USER"] == "alice"
 
 
 def test_unknown_site_is_a_configuration_error():
@@ -277,3 +290,15 @@ def test_configuring_twice_does_not_duplicate():
     configure_kubespawner(c, production_cfg())
     assert [v["name"] for v in c.KubeSpawner.volumes] == ["home"]
     assert [i["name"] for i in c.KubeSpawner.init_containers] == ["seed-notebooks"]
+
+
+def test_in_cluster_service_urls_can_be_turned_off_or_overridden():
+    cfg = production_cfg(
+        kubernetes={"services": {"eomqs": None}},
+        spawner={"environment": {"CSCALE_RUNS_URL": "http://runs.example/services/runs/"}},
+    )
+    _, pod, _ = asyncio.run(pod_for(configured(cfg), ["vo.cscale.eu"]))
+    env = env_of(pod)
+    assert env["CSCALE_STAC_URL"] == "https://hub.c-scale.eu/services/eo-mqs/"
+    assert env["CSCALE_RUNS_URL"] == "http://runs.example/services/runs/"
+    assert "CSCALE_STAC_PUBLIC_URL" not in env and "CSCALE_RUNS_PUBLIC_URL" not in env

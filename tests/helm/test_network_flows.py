@@ -23,7 +23,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
 
-DASK = {"app.kubernetes.io/part-of": "cscale-hub", "gateway.dask.org/instance": "dask-gateway"}
+DASK = {
+    "app.kubernetes.io/part-of": "cscale-hub",
+    "gateway.dask.org/instance": "cscale-dask-gateway",
+}
 EXTRA_PODS = {
     "user": {"component": "singleuser-server", "app": "jupyterhub", "release": "cscale",
              "hub.jupyter.org/network-access-hub": "true"},
@@ -32,12 +35,13 @@ EXTRA_PODS = {
 }  # fmt: skip
 EXTERNAL = {"metadata": "169.254.169.254", "apiserver": "10.96.0.1", "public": "192.0.2.10"}
 WORKLOADS = {
-    "traefik": "traefik-dask-gateway",
-    "gateway": "api-dask-gateway",
-    "controller": "controller-dask-gateway",
+    "traefik": "traefik-cscale-dask-gateway",
+    "gateway": "api-cscale-dask-gateway",
+    "controller": "controller-cscale-dask-gateway",
     "hub": "hub",
     "proxy": "proxy",
     "eomqs": "cscale-eo-mqs",
+    "runs": "cscale-runs",
 }
 
 # (source, destination, port, allowed)
@@ -59,6 +63,9 @@ FLOWS = [
     ("worker", "hub", 8081, False),
     ("worker", "eomqs", 8080, False),
     ("worker", "gateway", 8000, False),
+    # user servers reach EO-MQS and runs at their Services (CSCALE_STAC_URL, CSCALE_RUNS_URL)
+    ("user", "eomqs", 8080, True),
+    ("user", "runs", 8080, True),
     ("user", "scheduler", 8786, False),  # clients go through traefik
     ("user", "worker", 40123, False),
     ("hub", "worker", 40123, False),

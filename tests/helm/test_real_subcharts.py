@@ -80,12 +80,12 @@ def test_real_subcharts_render_valid_objects(run, real_chart, example):
     secret = get("Secret", "hub")["data"]
     for name in ("dask-gateway", "eo-mqs", "runs"):
         assert base64.b64decode(secret[f"hub.services.{name}.apiToken"])
-    gw = get("Deployment", "api-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
+    gw = get("Deployment", "api-cscale-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
     assert "CSCALE_SETTINGS_YAML" in {e["name"] for e in gw["env"]}
     assert "configure_from_environment(c)" in (
-        get("ConfigMap", "api-dask-gateway")["data"]["dask_gateway_config.py"]
+        get("ConfigMap", "api-cscale-dask-gateway")["data"]["dask_gateway_config.py"]
     )
-    get("Service", "traefik-dask-gateway")
+    get("Service", "traefik-cscale-dask-gateway")
     # user pods' egress rule for traefik selects the real traefik pods
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     rule = next(
@@ -94,7 +94,7 @@ def test_real_subcharts_render_valid_objects(run, real_chart, example):
         if "traefik" in str(e)
     )
     selector = rule["to"][0]["podSelector"]["matchLabels"]
-    traefik = get("Deployment", "traefik-dask-gateway")["spec"]["template"]["metadata"]["labels"]
+    traefik = get("Deployment", "traefik-cscale-dask-gateway")["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= traefik.items()
 
 
@@ -203,7 +203,7 @@ def test_dask_gateway_chart_config_with_ours(run, real_chart, tmp_path, monkeypa
     def get(kind, name):
         return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
 
-    gw = get("Deployment", "api-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
+    gw = get("Deployment", "api-cscale-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
     ref = next(e for e in gw["env"] if e["name"] == "CSCALE_SETTINGS_YAML")
     assert ref["valueFrom"]["configMapKeyRef"] == {"name": "cscale-settings", "key": "config.yaml"}
     monkeypatch.setenv(
@@ -213,12 +213,12 @@ def test_dask_gateway_chart_config_with_ours(run, real_chart, tmp_path, monkeypa
     monkeypatch.setenv("HUB_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("HUB_SERVICE_PORT", "8081")
     (tmp_path / "dask_gateway_config.py").write_text(
-        get("ConfigMap", "api-dask-gateway")["data"]["dask_gateway_config.py"]
+        get("ConfigMap", "api-cscale-dask-gateway")["data"]["dask_gateway_config.py"]
     )
     c = PyFileConfigLoader("dask_gateway_config.py", path=str(tmp_path)).load_config()
     assert issubclass(c.DaskGateway.backend_class, LimitedKubeBackend)
     assert c.DaskGateway.backend_class.max_clusters_per_user == 2
-    assert c.KubeBackend.gateway_instance == "dask-gateway"  # the chart's own settings kept
+    assert c.KubeBackend.gateway_instance == "cscale-dask-gateway"  # the chart's own settings kept
     assert c.JupyterHubAuthenticator.jupyterhub_api_url == "http://10.0.0.1:8081/hub/api"
     assert c.KubeClusterConfig.image == "ghcr.io/c-scale/cscale-hub-singleuser:0.1.0"
     assert c.KubeClusterConfig.scheduler_cmd == ["dask", "scheduler"]

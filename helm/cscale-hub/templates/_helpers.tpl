@@ -73,3 +73,23 @@ services it starts itself, with the api token z2jh generated for `hub.services.<
       name: hub
       key: hub.services.{{ $name }}.apiToken
 {{- end }}
+
+{{/*
+Names of the dask-gateway subchart's objects, as that chart derives them from the release
+(its fullname: the fullnameOverride if any, else <release>-dask-gateway, or the release name
+when it already contains "dask-gateway"), prefixed by the component: (list . "traefik").
+*/}}
+{{- define "cscale.daskGatewayName" -}}
+{{- $root := index . 0 }}{{- $component := index . 1 }}
+{{- $dg := index $root.Values "dask-gateway" }}
+{{- $name := default "dask-gateway" $dg.nameOverride }}
+{{- $full := "" }}
+{{- if $dg.fullnameOverride }}
+{{- $full = $dg.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains $name $root.Release.Name }}
+{{- $full = $root.Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $full = printf "%s-%s" $root.Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- if $component }}{{ printf "%s-%s" $component $full | trunc 63 | trimSuffix "-" }}{{ else }}{{ $full }}{{ end }}
+{{- end }}
