@@ -4,8 +4,9 @@ The hub keeps the user's tokens (auth state) and refreshes the access token with
 token before it expires. :func:`access_token` asks the hub for the current one with the
 server's own API token, at the hub's access-token endpoint
 (:mod:`cscale_extensions.hub.tokenapi`), which hands out the access token and nothing else:
-the refresh and ID tokens never leave the hub. ``$OIDC_ACCESS_TOKEN`` holds the token as it
-was when the server started (it may have expired since).
+the refresh and ID tokens never leave the hub. On the local stack ``$OIDC_ACCESS_TOKEN`` also
+holds the token as it was when the server started (it may have expired since); Kubernetes
+pods get no such variable (it would be a literal in the pod spec).
 
     from cscale_extensions.singleuser.token import access_token
     headers = {"Authorization": f"Bearer {access_token()}"}
