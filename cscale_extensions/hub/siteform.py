@@ -115,8 +115,8 @@ def render(sites: list[dict[str, Any]], chosen: str) -> str:
 def _site_form(spawner: SiteChoice) -> str:
     """``options_form`` of the spawners: the form, or '' (no form) for one site or none."""
     spawner.check_can_spawn()
-    if not spawner.site_form or spawner.in_workshop():
-        return ""
+    if not spawner.site_form or not spawner.compute_settings or spawner.in_workshop():
+        return ""  # (no compute settings: a hub configured without our settings model)
     sites = choices(spawner.sites_cfg, spawner.vo_names())
     if len(sites) < 2:
         return ""

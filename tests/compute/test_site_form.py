@@ -146,3 +146,13 @@ def test_workshop_participants_start_without_the_form():
     participant = _spawner([HPC_VO, "workshop-eo101"])
     assert _form(participant) == ""
     assert "cscale-site-form" in _form(_spawner([HPC_VO]))
+
+
+def test_spawner_configured_without_compute_settings_has_no_form():
+    """A hub that uses the spawner class without our settings model (bench/workshop_storm.py's
+    vanilla hub) starts servers at /hub/spawn as before, instead of a 500 from the form."""
+    from cscale_extensions.hub.spawner import SameUserSpawner
+
+    c = Config()
+    c.JupyterHub.spawner_class = SameUserSpawner
+    assert _form(kube_spawner(c, "gina", [HPC_VO])) == ""
