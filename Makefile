@@ -72,3 +72,17 @@ lock:
 	    --constraints requirements.lock --overrides requirements-overrides.txt \
 	    --python .venv/bin/python -o images/$$image/requirements.lock || exit 1; \
 	done
+
+# the three images (images/README.md): images/build.sh with the digest-pinned base of
+# images/bases.txt; IMAGES_ARGS passes options (--tool podman, --registry, --tag). STANDIN=1
+# builds from the local Debian stand-in base instead (images/standin-base.sh; root, buildah),
+# as tests/helm/test_containers.py does — for trying the images here, never for publishing.
+.PHONY: images
+IMAGES_ARGS ?=
+images:
+ifeq ($(STANDIN),1)
+	images/build.sh --tool buildah --unpinned --base "$$(images/standin-base.sh)" \
+	  $$(f=$${PIP_CERT:-$${SSL_CERT_FILE:-}}; test -f "$$f" && echo --ca-bundle "$$f") $(IMAGES_ARGS)
+else
+	images/build.sh $(IMAGES_ARGS)
+endif
