@@ -17,6 +17,12 @@ dask-gateway subchart's controller, api and traefik Deployments:
 - the hub's and the gateway api's pod templates get the checksum of that ConfigMap's data
   (annotation ``cscale.eu/settings-checksum``): ``helm upgrade`` with changed ``cscale:``
   settings rolls them out (neither subchart takes a computed annotation from values).
+- every Dask cluster's dashboard route checks the owner first: the controller's config
+  (ConfigMap ``controller-…``, ``dask_gateway_config.py``; that chart offers no extra config
+  for the controller) gets our Middlewares annotated ``cscale.eu/dashboard-middleware``
+  (templates/dask-dashboard-auth.yaml, in the annotation's order) in front of its
+  ``proxy_web_middlewares``. Without it the dashboards are closed to everyone (the schedulers'
+  key check), not open.
 
 Anything else passes through unchanged (as JSON documents: valid YAML).
 """
@@ -37,6 +43,9 @@ SETTINGS = "cscale-settings"
 CHECKSUM_ANNOTATION = "cscale.eu/settings-checksum"
 NAMESPACE_ANNOTATION = "cscale.eu/release-namespace"
 NAMESPACE_FLAG = "--providers.kubernetescrd.namespaces="
+DASHBOARD_ANNOTATION = "cscale.eu/dashboard-middleware"
+CONTROLLER_CONFIG = "dask_gateway_config.py"
+DASHBOARD_MARK = "# cscale-hub (helm/post-render.py): dashboards' owner check first"
 USER = 1000
 
 
@@ -106,6 +115,33 @@ def reads_settings(obj: dict) -> bool:
     return hub or api
 
 
+def dashboard_middlewares(objs: list[dict], namespace: str) -> list[dict[str, str]]:
+    """Our dashboard Middlewares (name, namespace), in their annotation's order."""
+    found = []
+    for o in objs:
+        order = ((o.get("metadata") or {}).get("annotations") or {}).get(DASHBOARD_ANNOTATION)
+        if o.get("kind") == "Middleware" and order:
+            found.append((int(order), o["metadata"]["name"]))
+    return [{"name": n, "namespace": namespace} for _, n in sorted(found)]
+
+
+def is_controller_config(obj: dict) -> bool:
+    data = obj.get("data") or {}
+    return obj.get("kind") == "ConfigMap" and "c.KubeController." in data.get(
+        CONTROLLER_CONFIG, ""
+    )
+
+
+def check_dashboards_first(config: str, middlewares: list[dict[str, str]]) -> str:
+    """The controller's config with ``middlewares`` in front of its web routes' own."""
+    if DASHBOARD_MARK in config:
+        return config
+    theirs = ("(list(c.KubeController.proxy_web_middlewares) if 'proxy_web_middlewares' in "
+              "c.KubeController else [])")
+    return (f"{config.rstrip()}\n{DASHBOARD_MARK}\n"
+            f"c.KubeController.proxy_web_middlewares = {json.dumps(middlewares)} + {theirs}\n")
+
+
 def post_render(text: str) -> str:
     objs = [o for o in yaml.safe_load_all(text) if o]
     checksum = settings_checksum(objs)
@@ -122,6 +158,14 @@ def post_render(text: str) -> str:
         if o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "traefik":
             namespace = namespace or release_namespace(objs)
             watch_only(pod, namespace)
+    for o in objs:
+        if is_controller_config(o):
+            namespace = namespace or release_namespace(objs)
+            mws = dashboard_middlewares(objs, namespace)
+            if mws:
+                o["data"][CONTROLLER_CONFIG] = check_dashboards_first(
+                    o["data"][CONTROLLER_CONFIG], mws
+                )
     return "".join(f"---\n{json.dumps(o, indent=1)}\n" for o in objs)
 
 

@@ -10,13 +10,17 @@ local account can find.
 The key is an HMAC of the cluster's API token (``DASK_GATEWAY_API_TOKEN``, which the gateway
 gives only to the cluster's own processes), not the token itself: what reaches a dashboard's
 request handling cannot be used at the gateway's API. This module imports nothing of Dask, so
-the gateway does not load distributed.
+the gateway does not load distributed. On Kubernetes the variable holds the path of the token
+file (the cluster's Secret, mounted by dask-gateway's controller), as dask-gateway's own
+scheduler preload reads it: :func:`cluster_token` does the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+from collections.abc import Mapping
 
 #: the request header the gateway's dashboard proxy adds
 HEADER = "X-CScale-Dashboard-Key"
@@ -29,3 +33,16 @@ PRELOAD = "cscale_extensions.dashboard_guard.preload"
 def dashboard_key(token: str) -> str:
     """The dashboard key of the cluster whose API token is ``token``."""
     return hmac.new(token.encode(), b"cscale-dashboard", hashlib.sha256).hexdigest()
+
+
+def cluster_token(environ: Mapping[str, str] = os.environ) -> str:
+    """This Dask process's cluster token: :data:`TOKEN_ENV`, or the file it names (an
+    absolute path, as on Kubernetes); empty when there is none."""
+    value = environ.get(TOKEN_ENV, "")
+    if value.startswith("/"):
+        try:
+            with open(value, encoding="utf-8") as f:
+                return f.read()  # as the gateway reads it from the Secret: unchanged
+        except OSError:
+            return ""
+    return value

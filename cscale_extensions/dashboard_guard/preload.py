@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 
 import distributed.node
 from distributed.http.routing import RoutingApplication
 from tornado import web
 
-from cscale_extensions.dashboard_guard import HEADER, TOKEN_ENV, dashboard_key
+from cscale_extensions.dashboard_guard import HEADER, cluster_token, dashboard_key
 
 log = logging.getLogger("cscale.dashboard_guard")
-_KEY = dashboard_key(os.environ[TOKEN_ENV]).encode() if os.environ.get(TOKEN_ENV) else b""
+_TOKEN = cluster_token()
+_KEY = dashboard_key(_TOKEN).encode() if _TOKEN else b""
 
 
 def allowed(presented: str) -> bool:

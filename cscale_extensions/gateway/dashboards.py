@@ -24,6 +24,13 @@ of the gateway means signing in again (one redirect through the hub). A dashboar
 still content of its owner: an admin who opens a hostile user's dashboard runs its scripts on
 the gateway's host, where they could read other dashboards that admin has a session for (never
 the hub: another host, see :mod:`cscale_extensions.hub.origins`).
+
+On Kubernetes dask-gateway's controller routes each dashboard through traefik, not through
+this process: :meth:`DashboardGate.forward_auth` is the same check as a traefik
+``ForwardAuth`` endpoint (the chart's Middleware ``dashboard-auth-…``, put in front of every
+cluster's dashboard route): 200 with the key in :data:`HEADER` (traefik copies it into the
+request to the scheduler, never to the browser) for the owner or an admin; a sign-in redirect,
+401 or 403 for everyone else (:mod:`cscale_extensions.gateway.kubernetes`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -53,6 +61,8 @@ HOP_BY_HOP = {
 }
 #: request headers never passed to the owner's scheduler
 PRIVATE_REQUEST = {"cookie", "authorization"}
+#: the path of the forward-auth endpoint (Kubernetes: traefik asks it, in the cluster network)
+FORWARD_AUTH_PATH = "/cscale-dashboard-auth"
 
 
 @dataclass(frozen=True)
@@ -74,20 +84,30 @@ def _page(status: int, title: str, text: str) -> web.Response:
 class DashboardGate:
     """The aiohttp handlers: sign-in through the hub, the owner check, the forwarding."""
 
-    def __init__(self, backend: Any, app: web.Application, session_timeout: float) -> None:
+    def __init__(self, backend: Any, app: web.Application, session_timeout: float,
+                 clusters_prefix: str = "", urls: dict[str, str] | None = None) -> None:
+        """``urls``: ``JUPYTERHUB_*`` values for a gateway the hub did not start (Kubernetes),
+        used where the environment has none; the hub's API URL is the authenticator's."""
         self.backend = backend
         self.app = app
         self.timeout = float(session_timeout)
-        env = os.environ
+        env = {**(urls or {}), **os.environ}
         self.client_id = env.get("JUPYTERHUB_CLIENT_ID", "service-dask-gateway")
         self.client_secret = env.get("JUPYTERHUB_API_TOKEN", "")
-        self.api_url = env.get("JUPYTERHUB_API_URL", "").rstrip("/")
+        api_url = env.get("JUPYTERHUB_API_URL") or getattr(
+            app.get("authenticator"), "jupyterhub_api_url", ""
+        )
+        self.api_url = str(api_url or "").rstrip("/")
         self.public_hub = env.get("JUPYTERHUB_PUBLIC_HUB_URL", "").rstrip("/") + "/"
         self.callback = env.get("JUPYTERHUB_OAUTH_CALLBACK_URL", "")
         public = env.get("JUPYTERHUB_PUBLIC_URL", "")
         self.public = public if public.endswith("/") else public + "/"
         self.prefix = urlsplit(self.public).path or env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         self.secure = self.public.startswith("https://")
+        #: the dashboards' public paths, ``<clusters_prefix>/clusters/<name>/…`` (forward auth)
+        self.clusters_path = re.compile(
+            re.escape(clusters_prefix.rstrip("/")) + r"/clusters/(?P<cluster>[^/?#]+)(?:[/?#]|$)"
+        )
         self.sessions: dict[str, Visitor] = {}
         self.pending: dict[str, tuple[str, float]] = {}
         self.http: aiohttp.ClientSession | None = None
@@ -99,6 +119,14 @@ class DashboardGate:
             web.get("/oauth_callback", self.oauth_callback),
             web.route("*", "/clusters/{cluster}", self.dashboard),
             web.route("*", "/clusters/{cluster}/{tail:.*}", self.dashboard),
+        ])
+        self.app.on_cleanup.append(self._close)
+
+    def install_forward_auth(self) -> None:
+        """The Kubernetes variant: traefik forwards the dashboards, this only checks them."""
+        self.app.add_routes([
+            web.get("/oauth_callback", self.oauth_callback),
+            web.route("*", FORWARD_AUTH_PATH, self.forward_auth),
         ])
         self.app.on_cleanup.append(self._close)
 
@@ -138,19 +166,25 @@ class DashboardGate:
             user = await self.app["authenticator"].authenticate(request)
         except web.HTTPException:
             return None
+        except (TimeoutError, aiohttp.ClientError) as exc:  # the hub did not answer
+            self.backend.log.warning("dashboard token not checked: %s", exc)
+            return None
         if isinstance(user, tuple):
             user = user[0]
         return Visitor(user.name, bool(getattr(user, "admin", False)), time.time())
 
-    def _sign_in(self, request: web.Request) -> web.StreamResponse:
-        """Redirect a browser to the hub's authorisation page, back to where it was going."""
+    def _sign_in(self, request: web.Request, target: str | None = None) -> web.StreamResponse:
+        """Redirect a browser to the hub's authorisation page, back to ``target`` (default:
+        where it was going)."""
         now = time.time()
         for key in [k for k, (_, exp) in self.pending.items() if exp < now]:
             del self.pending[key]
         while len(self.pending) >= MAX_PENDING:
             del self.pending[next(iter(self.pending))]
         state = secrets.token_urlsafe(24)
-        self.pending[state] = (self.public + request.path_qs.lstrip("/"), now + STATE_TTL)
+        if target is None:
+            target = self.public + request.path_qs.lstrip("/")
+        self.pending[state] = (target, now + STATE_TTL)
         query = urlencode({"client_id": self.client_id, "redirect_uri": self.callback,
                            "response_type": "code", "state": state})
         response = _redirect(f"{self.public_hub}api/oauth2/authorize?{query}")
@@ -204,18 +238,26 @@ class DashboardGate:
 
     # ------------------------------------------------------------------ the dashboard
 
+    async def _visitor(self, request: web.Request) -> Visitor | None:
+        return self._session(request) or await self._token_visitor(request)
+
+    async def _cluster_for(self, visitor: Visitor, name: str) -> Any | None:
+        """The cluster ``name`` when ``visitor`` owns it or is an admin, else None (logged)."""
+        cluster = await self.backend.dashboard_cluster(name)
+        if cluster is None or (cluster.username != visitor.name and not visitor.admin):
+            self.backend.log.info("dashboard of cluster %r refused to %s", name, visitor.name)
+            return None
+        return cluster
+
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
-        visitor = self._session(request) or await self._token_visitor(request)
+        visitor = await self._visitor(request)
         if visitor is None:
-            if request.method == "GET" and "upgrade" not in request.headers.get(
-                "Connection", ""
-            ).lower():
+            if _browser_navigation(request.method, request.headers):
                 return self._sign_in(request)
             return _page(401, "Sign-in needed", "Open the dashboard in your browser first.")
         name = request.match_info["cluster"]
-        cluster = self.backend.db.get_cluster(name)
-        if cluster is None or (cluster.username != visitor.name and not visitor.admin):
-            self.backend.log.info("dashboard of cluster %r refused to %s", name, visitor.name)
+        cluster = await self._cluster_for(visitor, name)
+        if cluster is None:
             return _page(404, "No such cluster",
                          f"You have no Dask cluster named {name!r}. Clusters' dashboards are "
                          "open to their owner only.")
@@ -232,6 +274,38 @@ class DashboardGate:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, url, headers)
         return await self._http(request, url, headers)
+
+    async def forward_auth(self, request: web.Request) -> web.StreamResponse:
+        """traefik's ``ForwardAuth`` question for one dashboard request (``X-Forwarded-Uri``,
+        ``-Method``; the visitor's own cookies and ``Authorization``): 200 with the cluster's
+        key in :data:`HEADER` for its owner or an admin, otherwise the answer traefik returns
+        to the visitor (sign-in redirect, 401, 403). Never through the public API route
+        (traefik's prefix stripping marks those requests with ``X-Forwarded-Prefix``)."""
+        if "X-Forwarded-Prefix" in request.headers:
+            return _page(404, "Not found", "There is nothing here.")
+        uri = request.headers.get("X-Forwarded-Uri", "")
+        match = self.clusters_path.match(uri)
+        if match is None:
+            return _page(403, "Not a dashboard", "Only clusters' dashboards are checked here.")
+        visitor = await self._visitor(request)
+        if visitor is None:
+            if request.headers.get("Authorization", "").lower().startswith("jupyterhub "):
+                return _page(403, "Token not accepted",
+                             "The hub did not accept this token. Use a valid JupyterHub token.")
+            method = request.headers.get("X-Forwarded-Method", request.method)
+            origin = _origin(self.public)
+            if origin and _browser_navigation(method, request.headers):
+                return self._sign_in(request, origin + uri)
+            return _page(401, "Sign-in needed", "Open the dashboard in your browser first.")
+        cluster = await self._cluster_for(visitor, match["cluster"])
+        if cluster is None:
+            return _page(403, "Not your cluster",
+                         "Clusters' dashboards are open to their owner only.")
+        if not cluster.token:
+            return _page(503, "Dashboard not running",
+                         "This cluster has no dashboard (yet). Try again in a moment.")
+        return web.Response(status=200, headers={HEADER: dashboard_key(cluster.token),
+                                                 "Cache-Control": "no-store"})
 
     async def _http(self, request: web.Request, url: str, headers: dict[str, str]) -> web.StreamResponse:
         body = await request.read() if request.can_read_body else None
@@ -286,6 +360,17 @@ class DashboardGate:
         return down
 
 
+def _browser_navigation(method: str, headers: Any) -> bool:
+    """A browser opening a page (worth a sign-in redirect), not a script or a websocket."""
+    return method == "GET" and "upgrade" not in headers.get("Connection", "").lower()
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, empty when it has none."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
 class DashboardAccess:
     """Backend mixin: no direct dashboard routes in the gateway's proxy; :class:`DashboardGate`
     serves them instead, to the owner and admins. Schedulers and workers load
@@ -303,6 +388,10 @@ class DashboardAccess:
     def get_worker_command(self, cluster, worker_name, scheduler_address=None):
         cmd = super().get_worker_command(cluster, worker_name, scheduler_address)
         return [*cmd, "--preload", PRELOAD]
+
+    async def dashboard_cluster(self, name: str):
+        """The cluster ``name`` of the gateway's database, None if unknown."""
+        return self.db.get_cluster(name)
 
     async def setup(self, app):
         await super().setup(app)

@@ -48,6 +48,7 @@ WORKLOADS = {
 FLOWS = [
     ("traefik", "scheduler", 8786, True),
     ("traefik", "scheduler", 8787, True),
+    ("traefik", "gateway", 8000, True),  # the API route, and the dashboards' forward auth
     ("gateway", "scheduler", 8788, True),
     ("worker", "scheduler", 8786, True),
     ("scheduler", "gateway", 8000, True),

@@ -221,5 +221,7 @@ def test_dask_gateway_chart_config_with_ours(run, real_chart, tmp_path, monkeypa
     assert c.KubeBackend.gateway_instance == "cscale-dask-gateway"  # the chart's own settings kept
     assert c.JupyterHubAuthenticator.jupyterhub_api_url == "http://10.0.0.1:8081/hub/api"
     assert c.KubeClusterConfig.image == "ghcr.io/c-scale/cscale-hub-singleuser:0.1.0"
-    assert c.KubeClusterConfig.scheduler_cmd == ["dask", "scheduler"]
+    assert c.KubeClusterConfig.scheduler_cmd == [
+        "dask", "scheduler", "--preload", "cscale_extensions.dashboard_guard.preload"
+    ]
 

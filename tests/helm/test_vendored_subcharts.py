@@ -229,6 +229,7 @@ def test_post_renderer_leaves_no_pod_security_gap(run, fresh_chart, example, mon
     after = [d for d in yaml.safe_load_all(module.post_render(text)) if d]
     touched = {f"Deployment/{c}-cscale-dask-gateway" for c in ("controller", "api", "traefik")}
     touched.add("Deployment/hub")  # the settings checksum
+    touched.add("ConfigMap/controller-cscale-dask-gateway")  # dashboards' owner check first
 
     def key(o):
         return f"{o['kind']}/{o['metadata']['name']}"
