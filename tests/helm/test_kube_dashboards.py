@@ -20,7 +20,6 @@ import importlib.util
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -37,57 +36,28 @@ import kubernetes_validate
 import pytest
 import yaml
 from aiohttp import web
+from cscale_testing.kube import (
+    INSTANCE,
+    cluster_object,
+    gateway_config,
+    make_backend,
+    pods_of,
+    production_cfg,
+)
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.backends.kubernetes.controller import KubeController
 from dask_gateway_server.models import Cluster, ClusterStatus, User
-from dask_gateway_server.utils import FrozenAttrDict
-from traitlets.config import Config, PyFileConfigLoader
+from traitlets.config import PyFileConfigLoader
 
-from cscale_extensions import config as settings
 from cscale_extensions.dashboard_guard import HEADER, PRELOAD, cluster_token, dashboard_key
-from cscale_extensions.gateway import configure
 from cscale_extensions.gateway.dashboards import FORWARD_AUTH_PATH, SESSION_COOKIE
 from cscale_extensions.gateway.kubernetes import KubeDashboardAccess
+from cscale_extensions.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
 POST_RENDERER = REPO / "helm" / "post-render.py"
 PREFIX = "/services/dask-gateway"
-INSTANCE = "cscale-dask-gateway"
-
-
-def production_cfg() -> dict:
-    """The production example's settings, as tests/helm/test_kube_gateway.py builds them."""
-    values = yaml.safe_load((CHART / "examples" / "production.yaml").read_text())["cscale"]
-    base = {"platform": {"deployment": "kubernetes"}, "spawner": {"backend": "kubernetes"},
-            "dask_gateway": {"backend": "kubernetes"}, "federation": {"embedded_sites": False}}
-    return settings.load(None, settings.deep_merge(base, values))
-
-
-def gateway_config(cfg: dict) -> Config:
-    c = Config()
-    configure(c, cfg)
-    return c
-
-
-def make_backend(c: Config):
-    return c.DaskGateway.backend_class(config=c, gateway_instance=INSTANCE)
-
-
-def cluster_object(c: Config, user: User, request: dict) -> dict:
-    backend = make_backend(c)
-    options, config = asyncio.run(backend.process_cluster_options(user, request))
-    return backend.make_cluster_object(user.name, options, config)
-
-
-def pods_of(c: Config, obj: dict) -> tuple[dict, dict]:
-    """The scheduler and worker pods dask-gateway's controller makes of a DaskCluster."""
-    controller = KubeController(config=c, gateway_instance=INSTANCE,
-                                api_url=f"http://api-{INSTANCE}.cscale:8000/api")
-    config = FrozenAttrDict(obj["spec"]["config"])
-    name = obj["metadata"]["name"]
-    return (controller.make_pod("cscale", name, config, is_worker=False),
-            controller.make_pod("cscale", name, config, is_worker=True))
 
 
 def _post_render_module():
@@ -377,19 +347,13 @@ def test_forward_auth_over_a_real_socket_with_stand_in_hub_api_and_k8s_cache(mon
     asyncio.run(scenario())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_scheduler_with_the_kubernetes_token_file_answers_only_the_key(tmp_path):
     """A real ``dask scheduler`` with the pod's preload and, as on Kubernetes,
     DASK_GATEWAY_API_TOKEN naming the mounted token file: its dashboard port refuses requests
     without the key the gateway derives from the Secret (403) and serves those with it."""
     token = "0123456789abcdef0123456789abcdef"
     (tmp_path / "api-token").write_text(token)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DASK_GATEWAY_API_TOKEN": str(tmp_path / "api-token")}
     dask = str(Path(sys.executable).with_name("dask"))
     proc = subprocess.Popen(

@@ -11,65 +11,28 @@ with kubernetes-validate (1.31, strict).
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
+from cscale_testing.kube import (
+    INSTANCE,
+    PRODUCTION,
+    REPO,
+    cluster_object,
+    gateway_config,
+    make_backend,
+    pods_of,
+    production_cfg,
+)
 from dask_gateway_server.backends.base import PublicException
-from dask_gateway_server.backends.kubernetes.controller import KubeController
 from dask_gateway_server.models import Cluster, ClusterStatus, User
-from dask_gateway_server.utils import FrozenAttrDict
 from traitlets.config import Config
 
 from cscale_extensions import config as settings
-from cscale_extensions.gateway import configure
 from cscale_extensions.gateway.kubernetes import LimitedKubeBackend
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "cscale-hub"
-PRODUCTION = CHART / "examples" / "production.yaml"
-INSTANCE = "cscale-dask-gateway"
-
-
-def production_cfg(**overrides) -> dict:
-    values = yaml.safe_load(PRODUCTION.read_text())["cscale"]
-    base = {
-        "platform": {"deployment": "kubernetes"},
-        "spawner": {"backend": "kubernetes"},
-        "dask_gateway": {"backend": "kubernetes"},
-        "federation": {"embedded_sites": False},
-    }
-    return settings.load(None, settings.deep_merge(settings.deep_merge(base, values), overrides))
-
-
-def gateway_config(cfg: dict) -> Config:
-    c = Config()
-    configure(c, cfg)
-    return c
-
-
-def make_backend(c: Config):
-    return c.DaskGateway.backend_class(config=c, gateway_instance=INSTANCE)
-
-
-def cluster_object(c: Config, user: User, request: dict) -> dict:
-    backend = make_backend(c)
-    options, config = asyncio.run(backend.process_cluster_options(user, request))
-    return backend.make_cluster_object(user.name, options, config)
-
-
-def pods_of(c: Config, obj: dict) -> tuple[dict, dict]:
-    """The scheduler and worker pods the controller would create for a DaskCluster object."""
-    controller = KubeController(
-        config=c, gateway_instance=INSTANCE, api_url="http://api-cscale-dask-gateway.cscale:8000/api"
-    )
-    config = FrozenAttrDict(obj["spec"]["config"])
-    name = obj["metadata"]["name"]
-    return (
-        controller.make_pod("cscale", name, config, is_worker=False),
-        controller.make_pod("cscale", name, config, is_worker=True),
-    )
 
 
 def test_backend_is_kube_with_the_cluster_limit():

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
-import yaml
 from cscale_testing import kube_spawner
+from cscale_testing.kube import production_cfg
 from kubernetes_asyncio.client import ApiClient
 from tornado import web
 from traitlets.config import Config
@@ -28,22 +27,7 @@ from cscale_extensions.hub.kubespawner import (
     configure_kubespawner,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-PRODUCTION = REPO / "helm" / "cscale-hub" / "examples" / "production.yaml"
-
-
 pytestmark = pytest.mark.usefixtures("offline_kubeconfig")
-
-
-def production_cfg(**overrides) -> dict:
-    values = yaml.safe_load(PRODUCTION.read_text())["cscale"]
-    base = {
-        "platform": {"deployment": "kubernetes"},
-        "spawner": {"backend": "kubernetes"},
-        "dask_gateway": {"backend": "kubernetes"},
-        "federation": {"embedded_sites": False},
-    }
-    return settings.load(None, settings.deep_merge(settings.deep_merge(base, values), overrides))
 
 
 async def pod_for(
