@@ -77,6 +77,7 @@ def main() -> int:
         cfg = stack.cfg
         every = compute_sites(cfg)
         token = stack.api_token(USER)
+        stack.start_server(token, USER)  # as a notebook user: the first start makes the home
         gw = dask_gateway.Gateway(
             stack.service_url("dask-gateway"),
             proxy_address=f"gateway://127.0.0.1:{cfg['dask_gateway']['scheduler_port']}",

@@ -4,7 +4,9 @@
 ``vo.cscale.eu`` only while the hub also admits :data:`OTHER_VO` (whose members may use the
 cloud site only), and a short idle timeout. ``gateway_for(user)`` is the user's
 ``dask_gateway.Gateway`` (their hub token, the gateway's public address and scheduler proxy),
-as a notebook would have it; ``slurm`` lists the site's queue as root.
+as a notebook would have it, with their server started once as a notebook user's is (the first
+start creates the home, where Slurm jobs stage; signing in alone no longer starts a server
+now that it ends on the compute-site form); ``slurm`` lists the site's queue as root.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def gateway_for(hpc_stack):
     def make(user: str) -> dask_gateway.Gateway:
         if user not in tokens:
             tokens[user] = hpc_stack.api_token(user)
+            hpc_stack.start_server(tokens[user], user)
         cfg = hpc_stack.cfg
         gw = dask_gateway.Gateway(
             hpc_stack.service_url("dask-gateway"),
