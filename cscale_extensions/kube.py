@@ -12,6 +12,12 @@ from typing import Any
 from cscale_extensions.config import ConfigError
 
 
+def format_literal(value: Any) -> Any:
+    """``value`` escaped for KubeSpawner's ``str.format`` expansion of pod fields (it renders
+    as itself); anything but a string is returned unchanged."""
+    return value.replace("{", "{{").replace("}", "}}") if isinstance(value, str) else value
+
+
 def check_sites(kube: dict[str, Any]) -> None:
     """Raise ConfigError when a profile or the Dask pods name a site without a node selector."""
     known = set(kube.get("node_selectors", {})) | set(kube.get("tolerations", {}))

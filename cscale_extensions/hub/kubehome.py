@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from cscale_extensions.config import ConfigError
-from cscale_extensions.kube import image_ref
+from cscale_extensions.kube import format_literal, image_ref
 
 HOME_VOLUME = "home"
 PER_USER_CLAIM = "claim-{username}"  # no {servername}: every server of the user mounts it
@@ -45,8 +45,8 @@ def check_storage(kube: dict[str, Any]) -> None:
 def home_volume(kube: dict[str, Any]) -> dict[str, Any]:
     """The pod volume of the home (KubeSpawner expands ``{pvc_name}``)."""
     storage = kube["storage"]
-    claim = storage["shared_claim"] if storage["type"] == "shared" else "{pvc_name}"
-    return {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": _literal(claim)}}
+    claim = format_literal(storage["shared_claim"]) if storage["type"] == "shared" else "{pvc_name}"
+    return {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
 
 
 def home_mount(kube: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +97,3 @@ def owner_init_container(kube: dict[str, Any]) -> dict[str, Any]:
         "volumeMounts": [home_mount(kube)],
     }
 
-
-def _literal(value: str) -> str:
-    """``value`` escaped for KubeSpawner's ``str.format`` expansion, unless it is a template."""
-    return value if value == "{pvc_name}" else value.replace("{", "{{").replace("}", "}}")

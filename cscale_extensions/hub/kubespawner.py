@@ -40,7 +40,13 @@ from cscale_extensions.hub.kubehome import (
     owner_init_container,
 )
 from cscale_extensions.hub.siteform import sites_sentence
-from cscale_extensions.kube import check_sites, image_ref, pod_security_context, site_placement
+from cscale_extensions.kube import (
+    check_sites,
+    format_literal,
+    image_ref,
+    pod_security_context,
+    site_placement,
+)
 
 
 def allowed_profiles(profiles: list[dict[str, Any]], groups: Iterable[str]) -> list[dict[str, Any]]:
@@ -201,11 +207,6 @@ def in_cluster_urls(cfg: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _literal(value: str) -> str:
-    """``value`` escaped for KubeSpawner's ``str.format`` expansion (renders as itself)."""
-    return value.replace("{", "{{").replace("}", "}}") if isinstance(value, str) else value
-
-
 def _merged_env(c) -> dict[str, str]:
     env: dict[str, str] = {}
     for section in ("Spawner", "KubeSpawner"):
@@ -273,7 +274,7 @@ def configure_kubespawner(c, cfg: dict[str, Any]) -> None:
     env = _merged_env(c)
     # KubeSpawner expands {username}-style fields in environment values with str.format: our
     # values are literal (e.g. JSON of the compute sites), so their braces are escaped
-    env.update({k: _literal(v) for k, v in user_environment(cfg).items()})
+    env.update({k: format_literal(v) for k, v in user_environment(cfg).items()})
     env.update(in_cluster_urls(cfg, env))
     env["CSCALE_DEPLOYMENT"] = "kubernetes"
     ks.environment = env
