@@ -4,7 +4,7 @@
 #                   [--base IMAGE] [--ca-bundle FILE] [--only singleuser|hub|gateway]...
 # A base without a digest is refused unless --unpinned (stand-in builds in tests: --base names
 # the stand-in, images/standin-base.sh). --ca-bundle (podman/buildah) mounts FILE into every
-# RUN step with an /etc/pip.conf pointing pip at it — for machines whose TLS to PyPI is
+# RUN step with a pip.conf pointing pip at it (/etc/xdg/pip) — for machines whose TLS to PyPI is
 # intercepted; nothing of it is left in the image, and what gets installed is unchanged.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
