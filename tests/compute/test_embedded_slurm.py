@@ -47,9 +47,10 @@ def test_job_runs_as_the_user_and_stop_cancels_it_leaving_no_daemon(slurm_root):
         assert node == ["6", "3072"]  # the settings' node, not this machine's cores
 
         stage = work / "stage"
-        job = site.submit(USER, "#!/bin/sh\nid -u > uid.txt\nsleep 600\n",
+        job = site.submit(USER, "#!/bin/sh\nid -u > uid.tmp && mv uid.tmp uid.txt\nsleep 600\n",
                           ["--time=5", f"--chdir={stage}", f"--output={stage}/out.txt"],
                           staging_dir=str(stage), files={"note.txt": "x"}, dirs=["tmp"])
+        # written whole then renamed: its existence means its content is there
         assert wait_for(lambda: (stage / "uid.txt").exists(), 60, 0.3)
         assert (stage / "uid.txt").read_text().strip() == str(entry.pw_uid)
         for p in (stage, stage / "note.txt", stage / "tmp", stage / "out.txt"):
@@ -57,10 +58,13 @@ def test_job_runs_as_the_user_and_stop_cancels_it_leaving_no_daemon(slurm_root):
         assert oct((stage / "note.txt").stat().st_mode & 0o777) == "0o600"
         assert [j.id for j in site.jobs() if j.state == "R"] == [job]
         assert site.jobs([str(int(job) + 1000)]) == []  # unknown id: gone, not an error
-        sleeper = [p for p in psutil.process_iter(["cmdline", "uids"])
-                   if p.info["uids"] and p.info["uids"].real == entry.pw_uid
-                   and (p.info["cmdline"] or [])[:2] == ["sleep", "600"]]
-        assert sleeper
+
+        def sleepers() -> list[psutil.Process]:
+            return [p for p in psutil.process_iter(["cmdline", "uids"])
+                    if p.info["uids"] and p.info["uids"].real == entry.pw_uid
+                    and (p.info["cmdline"] or [])[:2] == ["sleep", "600"]]
+        assert wait_for(lambda: bool(sleepers()), 10, 0.2)
+        sleeper = sleepers()
     # stopped: the job was cancelled, then every daemon stopped
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
                    for pid in daemons.values())
