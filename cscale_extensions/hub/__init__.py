@@ -22,7 +22,7 @@ from typing import Any
 
 from cscale_extensions import config as settings
 from cscale_extensions.compute import sitegroups
-from cscale_extensions.hub import servertls
+from cscale_extensions.hub import servertls, startqueue
 from cscale_extensions.hub.auth import CScaleAuthenticator
 from cscale_extensions.hub.environment import public_url, user_environment
 from cscale_extensions.hub.origins import configure_origins
@@ -207,6 +207,11 @@ def configure_spawner(c, cfg: dict[str, Any]) -> None:
     c.Spawner.notebooks_target = n["target"]
     c.Spawner.platform_env = env
     c.Spawner.process_limits = dict(s["limits"])  # cscale_extensions.userlimits
+    # starts in arrival order, a few at a time (cscale_extensions.hub.startqueue)
+    concurrency = s["start_concurrency"]
+    c.Spawner.start_concurrency = (
+        startqueue.default_concurrency() if concurrency is None else concurrency
+    )
 
 
 def _service_ports(cfg: dict[str, Any]) -> dict[str, int]:

@@ -36,6 +36,7 @@ from traitlets.config import LoggingConfigurable
 
 from cscale_extensions import compute
 from cscale_extensions.compute import DEFAULT_SITE_ENV
+from cscale_extensions.hub.usererror import user_error
 
 #: environment of a server: the site chosen for its clusters (dask-gateway's client config)
 GATEWAY_SITE_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__SITE"
@@ -47,12 +48,6 @@ _LIMITS = (
     ("max_cores", "at most {:g} cores per cluster"),
     ("walltime", "jobs of at most {:d} min"),
 )
-
-
-def _refused(status: int, message: str) -> web.HTTPError:
-    exc = web.HTTPError(status, message)
-    exc.jupyterhub_message = message  # shown on the hub's spawn and error pages
-    return exc
 
 
 def choices(cfg: Mapping[str, Any], groups: list[str]) -> list[dict[str, Any]]:
@@ -79,13 +74,13 @@ def validate(cfg: Mapping[str, Any], value: Any, groups: list[str]) -> str:
     offer = ", ".join(mine) or "none"
     if not isinstance(value, str) or value not in compute.sites(cfg):
         shown = repr(value)[:60]
-        raise _refused(400, f"There is no compute site {shown}. Sites you may use: {offer}.")
+        raise user_error(400, f"There is no compute site {shown}. Sites you may use: {offer}.")
     try:
         compute.check_site(cfg, value, groups)
     except compute.SiteRefused as exc:
-        raise _refused(403, str(exc)) from None
+        raise user_error(403, str(exc)) from None
     if value not in mine:  # a site served by a gateway of its own: not a default here
-        raise _refused(400, f"The compute site {value!r} has a gateway of its own and cannot "
+        raise user_error(400, f"The compute site {value!r} has a gateway of its own and cannot "
                             f"be this server's default. Sites you may choose: {offer}.")
     return value
 
@@ -146,7 +141,7 @@ def _site_from_form(formdata: Mapping[str, list[str]], spawner: SiteChoice) -> d
     is refused on the form page); every other field is ignored."""
     values = formdata.get("site") or [""]
     if len(values) != 1:
-        raise _refused(400, "Choose one compute site.")
+        raise user_error(400, "Choose one compute site.")
     if not values[0]:
         return {}
     return {"site": validate(spawner.sites_cfg, values[0], spawner.vo_names())}

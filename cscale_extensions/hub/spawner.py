@@ -5,7 +5,8 @@ the same name, created on first spawn with its home under ``<data_dir>/homes``; 
 as that account, so users are isolated from each other by the operating system.
 :class:`SameUserSpawner` (the platform runs unprivileged) runs every server as the
 launcher's account with per-user homes: convenient for a laptop, but users are NOT isolated.
-Both copy the workflow notebooks into the home before every start, and both offer the spawn
+Both copy the workflow notebooks into the home before every start, start servers a few at a
+time in arrival order (:mod:`cscale_extensions.hub.startqueue`), and both offer the spawn
 form of compute sites (:mod:`cscale_extensions.hub.siteform`: the default site of the server's
 Dask clusters and runs, for users with more than one).
 
@@ -54,21 +55,15 @@ from tornado import web
 from traitlets import Dict, Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from cscale_extensions import userlimits
+from cscale_extensions import notebooksync, userlimits
 from cscale_extensions.compute import sitegroups
-from cscale_extensions.hub import notebook_sync, servertls
+from cscale_extensions.hub import servertls
 from cscale_extensions.hub.environment import server_dashboard_address
 from cscale_extensions.hub.siteform import SiteChoice
+from cscale_extensions.hub.startqueue import QueuedStart
+from cscale_extensions.hub.usererror import user_error
 
 ACCOUNT_MARKER = "cscale-hub user"
-
-
-def user_error(status: int, message: str) -> web.HTTPError:
-    """An HTTPError whose message JupyterHub also shows on its spawn pages (they show only a
-    ``jupyterhub_message``, else a generic failure)."""
-    exc = web.HTTPError(status, message)
-    exc.jupyterhub_message = message
-    return exc
 
 
 class NotebooksMixin(LoggingConfigurable):
@@ -104,7 +99,7 @@ class NotebooksMixin(LoggingConfigurable):
         if not self.notebooks_source:
             return
         try:
-            report = notebook_sync.sync(
+            report = notebooksync.sync(
                 Path(self.notebooks_source), Path(home, self.notebooks_target)
             )
         except OSError as exc:
@@ -116,7 +111,7 @@ class NotebooksMixin(LoggingConfigurable):
         """Sync in a subprocess running as ``entry``'s account; log its JSON report."""
         if not self.notebooks_source:
             return
-        cmd = [sys.executable, "-I", "-m", "cscale_extensions.hub.notebook_sync",
+        cmd = [sys.executable, "-I", "-m", "cscale_extensions.notebooksync",
                self.notebooks_source, str(Path(home, self.notebooks_target))]
         env = {"HOME": home, "USER": entry.pw_name, "LOGNAME": entry.pw_name,
                "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -239,7 +234,7 @@ class ExitWatch:
         await self.poll_and_notify()
 
 
-class SystemUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, LocalProcessSpawner):
+class SystemUserSpawner(QueuedStart, ExitWatch, SiteChoice, NotebooksMixin, LocalProcessSpawner):
     """One POSIX account per hub user (created on demand), home under ``homes_dir``."""
 
     homes_dir = Unicode(config=True, help="Parent directory of the users' homes.")
@@ -388,6 +383,9 @@ class SystemUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, LocalProcessSpawn
         return home, entry
 
     async def start(self):
+        return await self.queued(self._start)
+
+    async def _start(self) -> str:
         home, entry = self.ensure_home()
         limits = self.user_process_limits(own_account=True)
         if limits and limits.processes and userlimits.tasks_of(entry.pw_uid) >= limits.processes:
@@ -461,7 +459,7 @@ class SystemUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, LocalProcessSpawn
         return env
 
 
-class SameUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, SimpleLocalProcessSpawner):
+class SameUserSpawner(QueuedStart, ExitWatch, SiteChoice, NotebooksMixin, SimpleLocalProcessSpawner):
     """Every server as the launcher's account; per-user homes; NO isolation between users."""
 
     def make_preexec_fn(self, name):
@@ -470,9 +468,13 @@ class SameUserSpawner(ExitWatch, SiteChoice, NotebooksMixin, SimpleLocalProcessS
         return limits.then(switch_user) if limits else switch_user
 
     async def start(self):
+        return await self.queued(self._start)
+
+    async def _start(self) -> str:
         Path(self.home_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sync_notebooks(self.home_dir)
-        return await super().start()
+        ip, port = await super().start()
+        return f"http://{ip}:{port}"
 
     def get_env(self):
         env = super().get_env()

@@ -2,7 +2,7 @@
 
 ``python -m cscale_extensions.singleuser.seed_notebooks SRC DEST`` runs before every user server
 on Kubernetes (see :mod:`cscale_extensions.hub.kubespawner`), as the user's uid, with the home
-volume mounted. It uses :func:`cscale_extensions.hub.notebook_sync.sync`, so a notebook the user
+volume mounted. It uses :func:`cscale_extensions.notebooksync.sync`, so a notebook the user
 changed is never overwritten.
 """
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cscale_extensions.hub.notebook_sync import sync
+from cscale_extensions.notebooksync import sync
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from cscale_extensions.hub.notebook_sync import MANIFEST, SyncRefused, main, sync
+from cscale_extensions.notebooksync import MANIFEST, SyncRefused, main, sync
 
 
 def _tree(root):

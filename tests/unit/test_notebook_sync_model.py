@@ -25,7 +25,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cscale_extensions.hub.notebook_sync import sync
+from cscale_extensions.notebooksync import sync
 
 FILES = ["a.ipynb", "sub/b.py", "sub/deep/c.md"]
 content = st.sampled_from(["v1", "v2", "v3", "mine", "mine too", ""])
