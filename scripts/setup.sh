@@ -71,8 +71,9 @@ if ! grep -q '^Would make no changes' <<<"$plan"; then
 fi
 rm -f "$STAMPS"/py-*
 # editable installs skip data-files: put the single-user server settings in place
-install -D -m 0644 share/jupyter-server-config/cscale_extensions.json \
-  .venv/etc/jupyter/jupyter_server_config.d/cscale_extensions.json
+for f in share/jupyter-server-config/*.json; do
+  install -D -m 0644 "$f" ".venv/etc/jupyter/jupyter_server_config.d/${f##*/}"
+done
 install -D -m 0644 share/lab-settings/overrides.json .venv/share/jupyter/lab/settings/overrides.json
 
 # 3. node packages (configurable-http-proxy, oidc-provider)

@@ -36,7 +36,6 @@ import os
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from dask_labextension.manager import manager as lab_clusters
 from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
@@ -239,6 +238,9 @@ class LabClusterPath(PathMatches):
         params = super().match(request)
         if params is None:
             return None
+        # here, not at import: dask-labextension loads at its first request (lazy_extensions)
+        from dask_labextension.manager import manager as lab_clusters
+
         kwargs = {k: v.decode() if isinstance(v, bytes) else (v or "")  # tornado gives bytes
                   for k, v in params["path_kwargs"].items()}
         cluster = lab_clusters.get_cluster(kwargs["cluster_id"])

@@ -57,8 +57,9 @@ def test_jupyterlab_has_the_extension_enabled(name, tmp_path):
     assert "enabled" in lines[0] and "OK" in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("name", ["dask_labextension", "jupyter_resource_usage", "jupyterlab_git",
-                                  "nbgitpuller", "cscale_extensions.singleuser.gateway_dashboards"])
+@pytest.mark.parametrize("name", ["jupyter_resource_usage", "jupyterlab_git", "nbgitpuller",
+                                  "cscale_extensions.singleuser.gateway_dashboards",
+                                  "cscale_extensions.singleuser.lazy_extensions"])
 def test_the_user_server_loads_the_server_extension(name, tmp_path):
     """Its server part (dashboard proxy, metrics, git API, gitpuller links) is enabled and
     validates in the interpreter the user servers run."""
@@ -83,3 +84,65 @@ def test_dask_panel_new_cluster_is_a_gateway_cluster(tmp_path):
                        env={**_clean_env(tmp_path), **env})
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["dask_gateway", "GatewayCluster"]
+
+
+LAZY_CONFIG = VENV_BIN.parent / "etc/jupyter/jupyter_server_config.d/z-cscale-lazy-extensions.json"
+
+
+def _imported(log: Path) -> set[str]:
+    """Modules a ``python -X importtime`` process has imported so far (its stderr; the
+    outermost module of an import is not always listed, its submodules are)."""
+    return {ln.rsplit("|", 1)[1].strip() for ln in log.read_text(errors="replace").splitlines()
+            if ln.startswith("import time:") and ln.count("|") == 2}
+
+
+@pytest.fixture
+def user_server(tmp_path):
+    """A real jupyter server of the user environment (its installed configuration) on a
+    loopback port, importing with ``-X importtime`` so the test sees what it has loaded."""
+    import secrets
+
+    from cscale_extensions.net import free_port, http_ready, wait_for
+
+    assert LAZY_CONFIG.is_file(), f"{LAZY_CONFIG} missing: run scripts/setup.sh"
+    port, token = free_port(), secrets.token_hex(12)
+    log = tmp_path / "server.log"
+    root = tmp_path / "root"
+    root.mkdir()
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "jupyter_server", "--allow-root",
+             f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+            env=_clean_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert wait_for(lambda: http_ready(url + "api/status", 1.0), 120, 0.3), log.read_text()[-3000:]
+        yield url, token, log
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_heavy_server_extensions_load_at_their_first_request(user_server):
+    """dask_labextension and panel's extension (~3 CPU-s of imports at every server start)
+    are imported only when their routes are first asked for, then serve as usual
+    (cscale_extensions/singleuser/lazy_extensions.py); an anonymous request loads nothing."""
+    import requests
+
+    url, token, log = user_server
+    heavy = {"dask_labextension.manager", "distributed", "panel.io", "bokeh"}
+    assert not heavy & _imported(log), "imported at start"
+    r = requests.get(url + "dask/clusters", allow_redirects=False, timeout=30)
+    assert r.status_code in (302, 403) and "distributed" not in _imported(log)
+    auth = {"Authorization": f"token {token}"}
+    r = requests.get(url + "dask/clusters", headers=auth, allow_redirects=False, timeout=60)
+    assert r.status_code == 307 and r.headers["Location"].endswith("/dask/clusters"), r.text
+    r = requests.get(url + "dask/clusters", headers=auth, timeout=60)
+    assert r.status_code == 200 and r.json() == []  # dask_labextension's own cluster list
+    assert "dask_labextension.manager" in _imported(log) and "bokeh" not in _imported(log)
+    r = requests.get(url + "panel_dist/no-such-file.js", headers=auth, timeout=60)
+    assert r.status_code == 404 and r.url.endswith("/panel_dist/no-such-file.js")
+    assert {"panel.io", "bokeh"} <= _imported(log)
+    r = requests.get(url + "dask/clusters", headers=auth, allow_redirects=False, timeout=30)
+    assert r.status_code == 200  # the lazy route is gone once loaded

@@ -49,9 +49,17 @@ PROCESS = {
 IMAGES = {"hub": ["hub"], "gateway": ["gateway"], "singleuser": ["singleuser", "services"]}
 
 
+def _server_extensions() -> list[str]:
+    """The server extensions our data files (share/jupyter-server-config/) switch on."""
+    out = []
+    for path in sorted((REPO / "share/jupyter-server-config").glob("*.json")):
+        enabled = json.loads(path.read_text())["ServerApp"]["jpserver_extensions"]
+        out += [m for m, on in enabled.items() if on]
+    return out
+
+
 def _enabled_server_extensions() -> set[str]:
-    cfg = json.loads((REPO / "share/jupyter-server-config/cscale_extensions.json").read_text())
-    return {m.split(".")[0] for m in cfg["ServerApp"]["jpserver_extensions"]}
+    return {m.split(".")[0] for m in _server_extensions()}
 
 
 def _notebook_imports() -> set[str]:
@@ -180,9 +188,7 @@ def needs(process: str) -> dict[str, str]:
     """Third-party top-level module -> why the process imports it."""
     out = {n: f"imported by {m}" for n, m in third_party_loaded_by(PROCESSES[process]).items()}
     if process == "user server":  # the server extensions our data files enable
-        entry = [m.removeprefix("cscale_extensions.") for m in json.loads(
-            (REPO / "share/jupyter-server-config/cscale_extensions.json").read_text()
-        )["ServerApp"]["jpserver_extensions"]]
+        entry = [m.removeprefix("cscale_extensions.") for m in _server_extensions()]
         out.update({n: f"imported by {m}" for n, m in third_party_loaded_by(entry).items()})
     out.update(RUNS_ALSO.get(process, {}))
     return out
