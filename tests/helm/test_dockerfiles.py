@@ -295,5 +295,6 @@ def test_package_builds_from_the_copied_files(path, tmp_path):
         check=True,
         timeout=120,
     )
-    assert (venv / "etc/jupyter/jupyter_server_config.d/cscale_extensions.json").is_file()
+    for conf in sorted((REPO / "share/jupyter-server-config").glob("*.json")):
+        assert (venv / "etc/jupyter/jupyter_server_config.d" / conf.name).is_file(), conf.name
     assert (venv / "share/jupyter/lab/settings/overrides.json").is_file()
