@@ -43,6 +43,9 @@ def _hdr(token: str) -> dict[str, str]:
 def cluster(sec) -> Iterator[str]:
     sec.member(OWNER)
     token = sec.token(OWNER)
+    # the gateway runs her cluster as her account, which her first server start makes (her
+    # sign-in asked for it, but starts queue: wait for it, as a notebook user has)
+    sec.stack.start_server(token, OWNER)
     api = _gateway(sec) + "api/v1/clusters/"
     r = requests.post(api, json={"cluster_options": {}}, headers=_hdr(token), timeout=120)
     assert r.status_code == 201, r.text
