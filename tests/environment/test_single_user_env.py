@@ -59,7 +59,8 @@ def test_jupyterlab_has_the_extension_enabled(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["jupyter_resource_usage", "jupyterlab_git", "nbgitpuller",
                                   "cscale_extensions.singleuser.gateway_dashboards",
-                                  "cscale_extensions.singleuser.lazy_extensions"])
+                                  "cscale_extensions.singleuser.lazy_extensions",
+                                  "cscale_extensions.singleuser.hub_tls"])
 def test_the_user_server_loads_the_server_extension(name, tmp_path):
     """Its server part (dashboard proxy, metrics, git API, gitpuller links) is enabled and
     validates in the interpreter the user servers run."""
