@@ -20,7 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jupyterhub.objects
+
 from cscale_extensions import config as settings
+from cscale_extensions import tlscache
 from cscale_extensions.compute import sitegroups
 from cscale_extensions.hub import servertls, startqueue
 from cscale_extensions.hub.auth import CScaleAuthenticator
@@ -120,6 +123,9 @@ def configure_local_hub(c, cfg: dict[str, Any]) -> None:
     c.JupyterHub.cookie_secret_file = str(data / "secrets" / "cookie_secret")
     c.JupyterHub.pid_file = str(data / "hub" / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = h["cleanup_servers"]
+    # the local servers have certificates (hub/servertls.py): the hub's checks that one is up
+    # make one TLS context per certificate, not one per check
+    tlscache.install(jupyterhub.objects)
 
 
 def configure_hub_limits(c, cfg: dict[str, Any]) -> None:

@@ -26,11 +26,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from jupyterhub.utils import AnyTimeoutError, make_ssl_context, url_path_join, wait_for_http_server
+from jupyterhub.utils import AnyTimeoutError, url_path_join, wait_for_http_server
 from traitlets import Integer
 from traitlets.config import LoggingConfigurable
 
 from cscale_extensions.hub.usererror import user_error
+from cscale_extensions.tlscache import make_ssl_context
 
 
 def default_concurrency() -> int:
