@@ -134,7 +134,8 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def tree_usage(pid: int) -> dict[str, float]:
-    """PSS and RSS in MiB and CPU seconds (user+system) of ``pid`` and its descendants."""
+    """PSS and RSS in MiB and CPU seconds (user+system) of ``pid`` and its descendants, the
+    CPU of descendants that have already exited included (their reaped children's times)."""
     pss = rss = cpu = 0.0
     procs = 0
     for p in tree(pid):
@@ -146,7 +147,7 @@ def tree_usage(pid: int) -> dict[str, float]:
         procs += 1
         pss += mem.pss / MIB
         rss += mem.rss / MIB
-        cpu += times.user + times.system
+        cpu += times.user + times.system + times.children_user + times.children_system
     return {"pss_mib": pss, "rss_mib": rss, "cpu_s": cpu, "processes": procs}
 
 

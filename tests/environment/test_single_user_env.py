@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,55 @@ def test_heavy_server_extensions_load_at_their_first_request(user_server):
     assert {"panel.io", "bokeh"} <= _imported(log)
     r = requests.get(url + "dask/clusters", headers=auth, allow_redirects=False, timeout=30)
     assert r.status_code == 200  # the lazy route is gone once loaded
+
+
+def _server_runs_node(tmp_path: Path, argv: list[str]) -> list[str]:
+    """Start a real jupyter server with ``argv`` and `node`/`npm` wrappers first on PATH that
+    note each call; return the calls made until the server answered (and JupyterLab's page)."""
+    import secrets
+
+    import requests
+
+    from cscale_extensions.net import free_port, http_ready, wait_for
+
+    wrappers, calls = tmp_path / "bin", tmp_path / "node-calls"
+    wrappers.mkdir(parents=True)
+    for tool in ("node", "npm"):
+        real = shutil.which(tool)
+        assert real, f"{tool} missing: run scripts/setup.sh"
+        (wrappers / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexec {real} "$@"\n')
+        (wrappers / tool).chmod(0o755)
+    env = _clean_env(tmp_path)
+    env["PATH"] = f"{wrappers}:{env['PATH']}"
+    port, token = free_port(), secrets.token_hex(12)
+    root = tmp_path / "root"
+    root.mkdir()
+    log = tmp_path / "server.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*argv, "--allow-root", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+             "--ServerApp.open_browser=False", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={root}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert wait_for(lambda: http_ready(url + "api/status", 1.0), 120, 0.3), log.read_text()[-3000:]
+        r = requests.get(url + "lab", headers={"Authorization": f"token {token}"}, timeout=60)
+        assert r.status_code == 200 and "jupyter-config-data" in r.text
+        time.sleep(2)  # jupyter-lsp looks for language servers just after the start
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_a_user_server_starts_without_running_node(tmp_path):
+    """Started as the hub starts it (cscale_extensions.fastimport), a server with JupyterLab
+    and jupyter-lsp runs no node process (singleuser/nodefree.py: ~0.7 CPU-s of every start);
+    the same server started plainly does, so the wrappers do see node calls."""
+    plain = _server_runs_node(tmp_path / "plain", [sys.executable, "-m", "jupyter_server"])
+    assert any("yarn.js config" in c for c in plain) and any("prefix -g" in c for c in plain), plain
+    ours = _server_runs_node(
+        tmp_path / "ours", [sys.executable, "-P", "-m", "cscale_extensions.fastimport", "jupyter-server"]
+    )
+    assert ours == []

@@ -101,3 +101,25 @@ def test_a_measured_start_is_kept_for_the_next_prewarm_on_this_machine(tmp_path,
     monkeypatch.undo()
     (tmp_path / rate.COST_FILE).write_text("{not json")
     assert rate.load_cost(tmp_path) is None
+
+
+def test_a_start_costs_the_cpu_of_its_exited_subprocesses_too():
+    """tree_usage counts what a server's short-lived helpers used (a start's node or git calls
+    exit before anyone measures): here a child that burns ~0.3 CPU-s and exits."""
+    import subprocess
+    import sys
+
+    from cscale_extensions.workshop.rate import tree_usage
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
+        "print('done', flush=True)\ntime.sleep(60)"
+    )], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert parent.stdout.readline().strip() == "done"
+        assert tree_usage(parent.pid)["cpu_s"] >= 0.3  # the child is gone, its CPU is not
+    finally:
+        parent.kill()
+        parent.wait()
