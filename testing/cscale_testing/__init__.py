@@ -52,6 +52,16 @@ def server_url(hub_url: str, url: str) -> str:
     return full if full.endswith("/") else full + "/"
 
 
+def send_json(handler: Any, doc: Any, status: int = 200) -> None:
+    """Answer an ``http.server`` request with ``doc`` as JSON (the tests' stand-in servers)."""
+    body = json.dumps(doc).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class LoginRefused(RuntimeError):
     """The login did not end in a hub session; ``response`` is the last page."""
 

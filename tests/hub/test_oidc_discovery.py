@@ -11,13 +11,13 @@ issuer was a RuntimeError (a 500 page) instead of a 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cscale_testing import send_json
 
 from cscale_extensions.hub.auth import CScaleAuthenticator, IdpUnavailable
 from cscale_extensions.hub.discovery import Discovery, DiscoveryUnavailable
@@ -40,19 +40,15 @@ class Issuer:
                     self.send_response(500)
                     self.end_headers()
                     return
-                body = json.dumps(
+                send_json(
+                    self,
                     {
                         "issuer": issuer.url,
                         "authorization_endpoint": issuer.url + "/auth",
                         "token_endpoint": issuer.url + "/token",
                         "userinfo_endpoint": issuer.url + "/me",
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    },
+                )
 
             def log_message(self, *args):
                 pass

@@ -5,7 +5,6 @@ the hub's checks that a server is up."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cscale_testing import send_json
 from jupyterhub.services import auth
 from jupyterhub.utils import make_ssl_context
 
@@ -54,12 +54,7 @@ def test_same_files_same_context_and_a_renewed_certificate_is_picked_up(cert):
 
 class HubAPI(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"name": "alice"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"name": "alice"})
 
     def log_message(self, *args):
         pass
