@@ -297,7 +297,8 @@ class Federation:
             )
         token = None
         if page.more:
-            self._prefetch(merger.prefetch(cursors))
+            depth = int(self.s["read_ahead_pages"])
+            self._prefetch(merger.prefetch(cursors), depth if params.token else min(depth, 1))
             token = self.signer.dump(
                 {c.site.name: merger.state(c) for c in cursors}, qhash, self.fingerprint
             )
@@ -328,14 +329,23 @@ class Federation:
                 out[site.name] = span
         return out
 
-    def _prefetch(self, wanted: list[tuple[Site, dict[str, Any]]]) -> None:
-        """Fetch into the page cache, in the background, site pages the next page will need."""
-        if not self.cache.enabled:
+    def _prefetch(self, wanted: list[tuple[Site, dict[str, Any]]], depth: int) -> None:
+        """Fetch into the page cache, in the background, site pages the next pages will need:
+        each wanted page and up to ``depth - 1`` pages after it, one after the other (a site's
+        next page is known only from the page before it)."""
+        if not self.cache.enabled or depth < 1:
             return
         for site, req in wanted:
-            task = asyncio.ensure_future(fetch_page(self.http, site, req, self.cache))
+            task = asyncio.ensure_future(self._read_ahead(site, req, depth))
             self._prefetching.add(task)
             task.add_done_callback(self._prefetch_done)
+
+    async def _read_ahead(self, site: Site, req: dict[str, Any], depth: int) -> None:
+        for _ in range(depth):
+            page = await fetch_page(self.http, site, req, self.cache)
+            if page.next is None:
+                return
+            req = page.next
 
     def _prefetch_done(self, task: asyncio.Future) -> None:
         self._prefetching.discard(task)
