@@ -10,9 +10,7 @@ workshop's spawns queue behind it. :func:`install` puts a stand-in in ``sys.modu
 
 ``python -m cscale_extensions.fastimport jupyterhub-singleuser [args…]`` installs it and runs
 that console script's entry point, as its own executable would; the runs executor and its fork
-server call :func:`install` before importing papermill. For a user server it also answers the
-two questions JupyterLab and jupyter-lsp would ask node at every start
-(:mod:`cscale_extensions.singleuser.nodefree`).
+server call :func:`install` before importing papermill.
 """
 
 from __future__ import annotations
@@ -24,8 +22,6 @@ import types
 from importlib.metadata import entry_points
 
 MODULE = "rfc3987_syntax"
-#: console scripts that are Jupyter servers with JupyterLab (see singleuser.nodefree)
-SERVER_SCRIPTS = ("jupyterhub-singleuser", "jupyter-server")
 
 
 def install() -> None:
@@ -56,10 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no console script {args[0]!r} is installed", file=sys.stderr)
         return 2
     install()
-    if args[0] in SERVER_SCRIPTS:
-        from cscale_extensions.singleuser import nodefree
-
-        nodefree.install()
     sys.argv = list(args)
     result = next(iter(found)).load()()
     return result if isinstance(result, int) else 0

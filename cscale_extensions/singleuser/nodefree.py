@@ -16,8 +16,8 @@ accounting over a 20-user storm: 0.15–0.55 CPU-s each, ~0.7 CPU-s of a ~3.5 CP
 line of ``~/.npmrc`` or of the global ``npmrc`` next to node, else the directory above node's
 (npm's default; simplified: a project ``.npmrc`` and ``$NPM_CONFIG_USERCONFIG`` are not
 read). It must run before
-JupyterLab is imported, so :mod:`cscale_extensions.fastimport` calls it for
-``jupyterhub-singleuser``; it runs in the user's own server process.
+JupyterLab is imported, so the hub's server command (:mod:`cscale_extensions.singleuser.launch`)
+calls it first; it runs in the user's own server process.
 """
 
 from __future__ import annotations

@@ -192,12 +192,12 @@ def _server_runs_node(tmp_path: Path, argv: list[str]) -> list[str]:
 
 
 def test_a_user_server_starts_without_running_node(tmp_path):
-    """Started as the hub starts it (cscale_extensions.fastimport), a server with JupyterLab
+    """Started as the hub starts it (cscale_extensions.singleuser.launch), a server with JupyterLab
     and jupyter-lsp runs no node process (singleuser/nodefree.py: ~0.7 CPU-s of every start);
     the same server started plainly does, so the wrappers do see node calls."""
     plain = _server_runs_node(tmp_path / "plain", [sys.executable, "-m", "jupyter_server"])
     assert any("yarn.js config" in c for c in plain) and any("prefix -g" in c for c in plain), plain
     ours = _server_runs_node(
-        tmp_path / "ours", [sys.executable, "-P", "-m", "cscale_extensions.fastimport", "jupyter-server"]
+        tmp_path / "ours", [sys.executable, "-P", "-m", "cscale_extensions.singleuser.launch", "jupyter-server"]
     )
     assert ours == []
