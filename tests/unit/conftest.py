@@ -8,7 +8,6 @@ objects over an in-memory database, their auth state encrypted with a key of thi
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from cscale_testing import send_json
 from hypothesis.configuration import set_hypothesis_home_dir
 
 #: hypothesis keeps its examples and caches with the other test reports, not in the tree
@@ -91,12 +91,7 @@ def _handler(idp: TinyIdp) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             status, doc = idp.answer(self.command, self.path.split("?")[0], self.headers, body)
-            data = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, doc, status)
 
         do_GET = do_POST = _serve
 
