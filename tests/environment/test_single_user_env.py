@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,25 +100,24 @@ def _imported(log: Path) -> set[str]:
             if ln.startswith("import time:") and ln.count("|") == 2}
 
 
-@pytest.fixture
-def user_server(tmp_path):
-    """A real jupyter server of the user environment (its installed configuration) on a
-    loopback port, importing with ``-X importtime`` so the test sees what it has loaded."""
+@contextmanager
+def _jupyter_server(tmp_path: Path, argv: list[str], env: dict[str, str]):
+    """A real jupyter server started with ``argv`` on a loopback port (its stderr in
+    ``server.log``), stopped afterwards; yields (url, token, log)."""
     import secrets
 
     from cscale_extensions.net import free_port, http_ready, wait_for
 
-    assert LAZY_CONFIG.is_file(), f"{LAZY_CONFIG} missing: run scripts/setup.sh"
     port, token = free_port(), secrets.token_hex(12)
     log = tmp_path / "server.log"
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(parents=True)
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-m", "jupyter_server", "--allow-root",
-             f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-            env=_clean_env(tmp_path), stdout=subprocess.DEVNULL, stderr=err)
+            [*argv, "--allow-root", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+             "--ServerApp.open_browser=False", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={root}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}/"
     try:
         assert wait_for(lambda: http_ready(url + "api/status", 1.0), 120, 0.3), log.read_text()[-3000:]
@@ -125,6 +125,16 @@ def user_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture
+def user_server(tmp_path):
+    """A real jupyter server of the user environment (its installed configuration) on a
+    loopback port, importing with ``-X importtime`` so the test sees what it has loaded."""
+    assert LAZY_CONFIG.is_file(), f"{LAZY_CONFIG} missing: run scripts/setup.sh"
+    argv = [sys.executable, "-X", "importtime", "-m", "jupyter_server"]
+    with _jupyter_server(tmp_path, argv, _clean_env(tmp_path)) as server:
+        yield server
 
 
 def test_heavy_server_extensions_load_at_their_first_request(user_server):
@@ -154,11 +164,7 @@ def test_heavy_server_extensions_load_at_their_first_request(user_server):
 def _server_runs_node(tmp_path: Path, argv: list[str]) -> list[str]:
     """Start a real jupyter server with ``argv`` and `node`/`npm` wrappers first on PATH that
     note each call; return the calls made until the server answered (and JupyterLab's page)."""
-    import secrets
-
     import requests
-
-    from cscale_extensions.net import free_port, http_ready, wait_for
 
     wrappers, calls = tmp_path / "bin", tmp_path / "node-calls"
     wrappers.mkdir(parents=True)
@@ -169,25 +175,10 @@ def _server_runs_node(tmp_path: Path, argv: list[str]) -> list[str]:
         (wrappers / tool).chmod(0o755)
     env = _clean_env(tmp_path)
     env["PATH"] = f"{wrappers}:{env['PATH']}"
-    port, token = free_port(), secrets.token_hex(12)
-    root = tmp_path / "root"
-    root.mkdir()
-    log = tmp_path / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [*argv, "--allow-root", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-             "--ServerApp.open_browser=False", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        assert wait_for(lambda: http_ready(url + "api/status", 1.0), 120, 0.3), log.read_text()[-3000:]
+    with _jupyter_server(tmp_path, argv, env) as (url, token, _log):
         r = requests.get(url + "lab", headers={"Authorization": f"token {token}"}, timeout=60)
         assert r.status_code == 200 and "jupyter-config-data" in r.text
         time.sleep(2)  # jupyter-lsp looks for language servers just after the start
-    finally:
-        proc.terminate()
-        proc.wait(30)
     return calls.read_text().splitlines() if calls.exists() else []
 
 
