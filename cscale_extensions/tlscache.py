@@ -70,6 +70,12 @@ make_ssl_context = cached(_utils.make_ssl_context)
 
 
 def install(module: ModuleType) -> None:
-    """Make ``module``'s ``make_ssl_context`` the cached one (once: idempotent)."""
-    if not hasattr(module.make_ssl_context, "__wrapped__"):
-        module.make_ssl_context = cached(module.make_ssl_context)
+    """Make ``module``'s ``make_ssl_context`` the cached one (once: idempotent). JupyterHub's
+    own function gets this module's wrapper, so a process keeps one cache for all its callers
+    (the hub's start queue and ``Server.wait_up`` ask for the same context)."""
+    current = module.make_ssl_context
+    if hasattr(current, "__wrapped__"):
+        return
+    module.make_ssl_context = (
+        make_ssl_context if current is _utils.make_ssl_context else cached(current)
+    )

@@ -49,7 +49,7 @@ def _npmrc_prefix(path: Path) -> str | None:
     return None
 
 
-def npm_prefix(npm: str | None = None) -> str | None:
+def npm_prefix() -> str | None:
     """What ``npm prefix -g`` prints, without node (None if node is not installed)."""
     if found := _env("npm_config_prefix"):
         return found
@@ -77,6 +77,6 @@ def install() -> None:
         return
 
     def _npm_prefix(self: Any, npm: str) -> str | None:
-        return npm_prefix(npm)
+        return npm_prefix()
 
     types.LanguageServerManagerAPI._npm_prefix = _npm_prefix

@@ -90,7 +90,7 @@ def test_hubauth_builds_one_context_for_many_requests(cert, monkeypatch):
 
 def test_the_hub_checks_servers_with_cached_contexts():
     """The local hub's configuration caches the function JupyterHub's ``Server.wait_up`` calls,
-    and the start queue's own check uses the cached one (in a fresh interpreter: the patch is
+    and the start queue's own check uses the same cache (in a fresh interpreter: the patch is
     for the whole process)."""
     code = (
         "import jupyterhub.objects, jupyterhub.utils\n"
@@ -101,6 +101,7 @@ def test_the_hub_checks_servers_with_cached_contexts():
         "configure_local_hub(Config(), config.load(None, {'platform': {'data_dir': '/nonexistent'}}))\n"
         "assert jupyterhub.objects.make_ssl_context.__wrapped__ is jupyterhub.utils.make_ssl_context\n"
         "assert startqueue.make_ssl_context is tlscache.make_ssl_context\n"
+        "assert jupyterhub.objects.make_ssl_context is tlscache.make_ssl_context  # one cache\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
