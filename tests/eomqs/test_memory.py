@@ -31,7 +31,7 @@ import yaml
 from sitekit import TestSite, make_collection, make_item, rustac_site, serve
 
 from cscale_extensions.net import free_port, http_ready, wait_for
-from cscale_extensions.services.eomqs.page_cache import Page, PageCache, estimated_size
+from cscale_extensions.services.eomqs.page_cache import ENTRY_OVERHEAD, Entry, PageCache
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_MIB = 32
@@ -172,8 +172,8 @@ def test_rss_stays_flat_while_paging_100k_items_through_real_sites(tmp_path):
 
 
 # -- the cache's accounting ----------------------------------------------------------------
-def _page(nbytes: int, items: int = 10) -> Page:
-    return Page([{}] * items, None, None, size=estimated_size(nbytes, items))
+def _page(nbytes: int) -> Entry:
+    return Entry(b"x" * nbytes)
 
 
 def test_page_cache_is_bounded_in_bytes_not_entries():
@@ -181,11 +181,11 @@ def test_page_cache_is_bounded_in_bytes_not_entries():
     Must hold: the estimated bytes held never exceed the budget, whatever the page sizes."""
     cache = PageCache(ttl=60, max_bytes=10 * 2**20)
     for n in range(500):
-        cache.put(f"k{n}", _page(200_000 + n))  # ~1.2 MB estimated each
+        cache.put(f"k{n}", _page(1_200_000 + n))
         assert cache.bytes <= cache.max_bytes
     assert 0 < len(cache) <= 9
     assert cache.get("k499") is not None and cache.get("k0") is None
-    assert cache.bytes == sum(p.size for _, p in cache._data.values())
+    assert cache.bytes == sum(len(p.raw) + ENTRY_OVERHEAD for _, p in cache._data.values())
 
 
 def test_a_page_larger_than_the_budget_is_not_kept_and_replacing_a_key_recounts():
@@ -194,7 +194,7 @@ def test_a_page_larger_than_the_budget_is_not_kept_and_replacing_a_key_recounts(
     assert len(cache) == 0 and cache.bytes == 0
     cache.put("a", _page(1000))
     cache.put("a", _page(2000))
-    assert len(cache) == 1 and cache.bytes == estimated_size(2000, 10)
+    assert len(cache) == 1 and cache.bytes == 2000 + ENTRY_OVERHEAD
 
 
 def test_expired_pages_are_given_back(monkeypatch):

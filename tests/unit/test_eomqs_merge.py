@@ -11,6 +11,7 @@ paging over real HTTP sites is tests/eomqs/test_paging_property.py (component le
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -23,7 +24,7 @@ from cscale_extensions.services.eomqs.errors import ApiError
 from cscale_extensions.services.eomqs.federation import Federation
 from cscale_extensions.services.eomqs.merge import Merger
 from cscale_extensions.services.eomqs.ordering import key_function
-from cscale_extensions.services.eomqs.page_cache import Page, PageCache
+from cscale_extensions.services.eomqs.page_cache import Entry, PageCache
 from cscale_extensions.services.eomqs.paging_token import TokenSigner
 from cscale_extensions.services.eomqs.sites import Capabilities
 from cscale_extensions.services.eomqs.validation import parse_search
@@ -110,7 +111,9 @@ class CachedFederation:
                 return
             last = n == len(chunks) - 1
             nxt = None if last else {**req, "body": {**cursor.body, "page": n + 1}}
-            self.fed.cache.put(PageCache.key(name, req), Page(chunk, nxt, len(ordered), size=1))
+            doc = json.dumps({"type": "FeatureCollection", "features": chunk}).encode()
+            entry = Entry(doc, nxt, len(ordered), checked=True)
+            self.fed.cache.put(PageCache.key(name, req), entry)
             req = nxt
 
     async def pages(self, body: dict[str, Any], max_pages: int = 200):

@@ -25,8 +25,9 @@ from cscale_extensions.services.eomqs.sites import (
     check_health,
     fetch_collections,
     fetch_item,
-    fetch_page,
     fetch_queryables,
+    fetch_raw,
+    parse_page,
 )
 from cscale_extensions.services.eomqs.validation import SearchParams
 from cscale_extensions.services.eomqs.windows import extent_us
@@ -297,6 +298,7 @@ class Federation:
             )
         token = None
         if page.more:
+            merger.keep_tails(cursors)
             depth = int(self.s["read_ahead_pages"])
             self._prefetch(merger.prefetch(cursors), depth if params.token else min(depth, 1))
             token = self.signer.dump(
@@ -341,11 +343,16 @@ class Federation:
             task.add_done_callback(self._prefetch_done)
 
     async def _read_ahead(self, site: Site, req: dict[str, Any], depth: int) -> None:
-        for _ in range(depth):
-            page = await fetch_page(self.http, site, req, self.cache)
-            if page.next is None:
+        """Fetch ``depth`` pages from ``req`` into the cache, as bytes; only a page whose
+        successor is fetched too is parsed here (for its next link)."""
+        for n in range(depth):
+            entry = await fetch_raw(self.http, site, req, self.cache)
+            if n == depth - 1:
                 return
-            req = page.next
+            nxt = entry.next if entry.checked else parse_page(entry, req).next
+            if nxt is None:
+                return
+            req = nxt
 
     def _prefetch_done(self, task: asyncio.Future) -> None:
         self._prefetching.discard(task)

@@ -24,11 +24,12 @@ from cscale_extensions.services.eomqs.errors import bad_request
 from cscale_extensions.services.eomqs.filtering import matcher
 from cscale_extensions.services.eomqs.ordering import Key, full_sort, key_function
 from cscale_extensions.services.eomqs.page_cache import (
-    KEYS_PER_ITEM,
-    MAX_ORDERS_PER_PAGE,
+    KEY_BYTES_PER_ITEM,
+    Entry,
     Page,
     PageCache,
     Request,
+    SortedItems,
 )
 from cscale_extensions.services.eomqs.sites import Site, SiteFailure, fetch_page
 from cscale_extensions.services.eomqs.validation import SearchParams
@@ -218,21 +219,13 @@ class Merger:
         self, page: Page, local_filter: bool
     ) -> tuple[list[tuple[Key, dict[str, Any]]], list[tuple[Key, dict[str, Any]]], bool]:
         """The page's items (those matching the filter, when EO-MQS evaluates it) with their
-        keys, as received and sorted, and whether they were in order; computed once per page,
-        order and filter (kept with the cached page)."""
-        sig = self.order_sig + ("|" + self.filter_sig if local_filter else "")
-        hit = page.keyed.get(sig)
-        if hit is None:
-            if len(page.keyed) >= MAX_ORDERS_PER_PAGE:  # keep a cached page's size bounded
-                page.keyed.clear()
-            items = page.items
-            if local_filter and self.match is not None:
-                items = [i for i in items if self.match(i)]
-            keyed = [(self.key(i), i) for i in items]
-            in_order = all(keyed[n][0] <= keyed[n + 1][0] for n in range(len(keyed) - 1))
-            srt = keyed if in_order else sorted(keyed, key=lambda kv: kv[0])
-            hit = page.keyed[sig] = (keyed, srt, in_order)
-        return hit
+        keys, as received and sorted, and whether they were in order."""
+        items = page.items
+        if local_filter and self.match is not None:
+            items = [i for i in items if self.match(i)]
+        keyed = [(self.key(i), i) for i in items]
+        in_order = all(keyed[n][0] <= keyed[n + 1][0] for n in range(len(keyed) - 1))
+        return keyed, (keyed if in_order else sorted(keyed, key=lambda kv: kv[0])), in_order
 
     def _keyed(self, c: Cursor, page: Page) -> list[tuple[Key, dict[str, Any]]]:
         keyed, srt, in_order = self._page_keys(page, c.local_filter)
@@ -259,8 +252,8 @@ class Merger:
         if c.local_filter:
             ck += "|" + self.filter_sig
         hit = self.cache.get(ck)
-        if hit is not None:
-            return hit.items  # type: ignore[return-value]
+        if isinstance(hit, SortedItems):
+            return hit.items
         items: list[dict[str, Any]] = []
         size = 0
         nxt: Request | None = req
@@ -286,9 +279,9 @@ class Merger:
             if k not in uniq:
                 raw = dumps(i)
                 uniq[k] = (k, raw)
-                size += len(raw) + KEYS_PER_ITEM
+                size += len(raw) + KEY_BYTES_PER_ITEM
         out = sorted(uniq.values(), key=lambda kv: kv[0])
-        self.cache.put(ck, Page(out, None, len(out), size=size))
+        self.cache.put(ck, SortedItems(out, size))
         return out
 
     def _refill_sorted(self, c: Cursor) -> None:
@@ -374,6 +367,8 @@ class Merger:
                 req, off = c.next, 0
             else:
                 req, off = (c.req or self.first_request(c)), c.offset
+                if off and self._resume_tail(c, req):
+                    continue
             assert req is not None
             page = await fetch_page(self.client, c.site, req, self.cache)
             c.req, c.loaded, c.next, c.answered = req, True, page.next, True
@@ -382,6 +377,34 @@ class Merger:
             keyed = self._keyed(c, page)
             c.page_len = len(keyed)
             c.buf = deque(keyed[off:])
+
+    def _tail_key(self, c: Cursor, req: Request, offset: int) -> str:
+        sig = self.order_sig + ("|" + self.filter_sig if c.local_filter else "")
+        return f"tail:{offset}:{int(c.sort_pages)}:{sig}:" + PageCache.key(c.site.name, req)
+
+    def keep_tails(self, cursors: list[Cursor]) -> None:
+        """Keep, for the search's next page, the items of each site's current page that this
+        page did not take (usually a few: sites are asked for a page and one more item), so
+        the next page starts without parsing that site page again."""
+        if not self.cache.enabled:
+            return
+        for c in cursors:
+            if c.mode == "s" and c.buf and c.req is not None:
+                entry = Entry(dumps([i for _, i in c.buf]), c.next, c.matched, True, True)
+                self.cache.put(self._tail_key(c, c.req, c.page_len - len(c.buf)), entry)
+
+    def _resume_tail(self, c: Cursor, req: Request) -> bool:
+        """Start a restored site from the items kept by :meth:`keep_tails`, if still cached."""
+        hit = self.cache.get(self._tail_key(c, req, c.offset))
+        if not isinstance(hit, Entry):
+            return False
+        items = loads(hit.raw)
+        c.req, c.loaded, c.next, c.answered = req, True, hit.next, True
+        if hit.matched is not None and not c.local_filter:
+            c.matched = hit.matched
+        c.page_len = c.offset + len(items)
+        c.buf = deque((self.key(i), i) for i in items)
+        return True
 
     async def _ensure(self, c: Cursor) -> None:
         if c.mode in ("d", "x") or c.buf:

@@ -21,7 +21,7 @@ from cscale_extensions.services.eomqs.client import (
     origin,
 )
 from cscale_extensions.services.eomqs.filtering import SiteFiltering, as_text, site_filtering
-from cscale_extensions.services.eomqs.page_cache import Page, PageCache, Request, estimated_size
+from cscale_extensions.services.eomqs.page_cache import Entry, Page, PageCache, Request
 
 try:  # orjson parses large pages several times faster; json is the fallback
     from orjson import loads
@@ -93,7 +93,7 @@ class Site:
         )
 
 
-async def _json_request(
+async def _request_bytes(
     client: HttpClient,
     site: Site,
     method: str,
@@ -101,11 +101,10 @@ async def _json_request(
     body: Any = None,
     params: dict[str, str] | None = None,
     allow_404: bool = False,
-    sized: list[int] | None = None,
-) -> Any:
-    """One request to ``site`` answered with JSON, within the site's timeout. The site's
-    configured headers (its credentials) go only to the site's own origin: a link or redirect
-    of the site to another host gets none."""
+) -> bytes | None:
+    """The body of one successful request to ``site``, within the site's timeout (None: a 404
+    that ``allow_404`` accepts). The site's configured headers (its credentials) go only to
+    the site's own origin: a link or redirect of the site to another host gets none."""
     headers = {"Accept": "application/json, application/geo+json"}
     own = site.headers if origin(url) == origin(site.url) else None
     try:
@@ -126,12 +125,28 @@ async def _json_request(
         return None
     if status >= 400:
         raise SiteFailure(f"http {status}", content[:200].decode("utf-8", "replace"))
-    if sized is not None:
-        sized.append(len(content))
+    return content
+
+
+def _json(content: bytes) -> Any:
     try:
         return loads(content)
     except (ValueError, UnicodeDecodeError):
         raise SiteFailure("invalid response", "the answer is not JSON") from None
+
+
+async def _json_request(
+    client: HttpClient,
+    site: Site,
+    method: str,
+    url: str,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+    allow_404: bool = False,
+) -> Any:
+    """One request to ``site`` answered with JSON (see :func:`_request_bytes`)."""
+    content = await _request_bytes(client, site, method, url, body, params, allow_404)
+    return None if content is None else _json(content)
 
 
 def _link(doc: dict[str, Any], rel: str) -> list[dict[str, Any]]:
@@ -225,47 +240,62 @@ def _next_request(doc: dict[str, Any], current: Request, base: str) -> Request |
     return {"method": "GET", "href": href, "body": None}
 
 
-async def fetch_page(client: HttpClient, site: Site, req: Request, cache: PageCache) -> Page:
-    """One search page of ``site`` for the request ``req`` (a first request or a next link).
+async def fetch_raw(client: HttpClient, site: Site, req: Request, cache: PageCache) -> Entry:
+    """One search page of ``site`` for the request ``req`` (a first request or a next link),
+    as the bytes the site sent (:class:`Entry`, not parsed: what read-ahead stores).
 
     Served from the cache when fresh; concurrent fetches of the same page share one request.
     """
     ck = cache.key(site.name, req)
     hit = cache.get(ck)
-    if hit is not None:
+    if isinstance(hit, Entry):
         return hit
     running = cache.inflight.get(ck)
     if running is None:
-        running = asyncio.ensure_future(_fetch_page(client, site, req, cache, ck))
+        running = asyncio.ensure_future(_fetch_raw(client, site, req, cache, ck))
         cache.inflight[ck] = running
         running.add_done_callback(lambda _: cache.inflight.pop(ck, None))
     return await asyncio.shield(running)
 
 
-async def _fetch_page(
+async def fetch_page(client: HttpClient, site: Site, req: Request, cache: PageCache) -> Page:
+    """One search page of ``site`` for ``req``, parsed (see :func:`fetch_raw`); a page that is
+    not an ItemCollection raises :class:`SiteFailure` and is not kept."""
+    entry = await fetch_raw(client, site, req, cache)
+    try:
+        return parse_page(entry, req)
+    except SiteFailure:
+        cache.discard(cache.key(site.name, req))
+        raise
+
+
+async def _fetch_raw(
     client: HttpClient, site: Site, req: Request, cache: PageCache, ck: str
-) -> Page:
+) -> Entry:
     t0 = time.monotonic()
     try:
-        return await _fetch_page_timed(client, site, req, cache, ck)
+        if req["method"] == "POST":
+            raw = await _request_bytes(client, site, "POST", req["href"], body=req["body"] or {})
+        elif req.get("body") is not None:
+            raw = await _request_bytes(
+                client, site, "GET", req["href"], params=_get_params(req["body"])
+            )
+        else:
+            raw = await _request_bytes(client, site, "GET", req["href"])
     finally:
         site.latency += 0.3 * (time.monotonic() - t0 - site.latency)
+    entry = Entry(raw or b"")
+    cache.put(ck, entry)
+    return entry
 
 
-async def _fetch_page_timed(
-    client: HttpClient, site: Site, req: Request, cache: PageCache, ck: str
-) -> Page:
-    size: list[int] = []
-    if req["method"] == "POST":
-        doc = await _json_request(
-            client, site, "POST", req["href"], body=req["body"] or {}, sized=size
-        )
-    elif req.get("body") is not None:
-        doc = await _json_request(
-            client, site, "GET", req["href"], params=_get_params(req["body"]), sized=size
-        )
-    else:
-        doc = await _json_request(client, site, "GET", req["href"], sized=size)
+def parse_page(entry: Entry, req: Request) -> Page:
+    """The items, next request and matched count of a site page (checked: an ItemCollection)."""
+    doc = _json(entry.raw)
+    if entry.tail:
+        return Page(doc, entry.next, entry.matched)
+    if entry.checked:
+        return Page(doc["features"], entry.next, entry.matched)
     feats = doc.get("features") if isinstance(doc, dict) else None
     if not isinstance(feats, list) or not all(
         isinstance(f, dict)
@@ -277,14 +307,10 @@ async def _fetch_page_timed(
         raise SiteFailure("invalid response", "the answer is not an ItemCollection")
     context = doc.get("context") if isinstance(doc.get("context"), dict) else {}
     matched = doc.get("numberMatched", context.get("matched"))
-    page = Page(
-        items=feats,
-        next=_next_request(doc, req, req["href"]) if feats else None,
-        matched=matched if isinstance(matched, int) and not isinstance(matched, bool) else None,
-        size=estimated_size(size[0] if size else 0, len(feats)),
-    )
-    cache.put(ck, page)
-    return page
+    entry.next = _next_request(doc, req, req["href"]) if feats else None
+    entry.matched = matched if isinstance(matched, int) and not isinstance(matched, bool) else None
+    entry.checked = True
+    return Page(feats, entry.next, entry.matched)
 
 
 async def fetch_collections(
