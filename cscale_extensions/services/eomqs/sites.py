@@ -136,16 +136,10 @@ def _json(content: bytes) -> Any:
 
 
 async def _json_request(
-    client: HttpClient,
-    site: Site,
-    method: str,
-    url: str,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-    allow_404: bool = False,
+    client: HttpClient, site: Site, method: str, url: str, **options: Any
 ) -> Any:
-    """One request to ``site`` answered with JSON (see :func:`_request_bytes`)."""
-    content = await _request_bytes(client, site, method, url, body, params, allow_404)
+    """One request to ``site`` answered with JSON (``options``: those of :func:`_request_bytes`)."""
+    content = await _request_bytes(client, site, method, url, **options)
     return None if content is None else _json(content)
 
 
