@@ -31,7 +31,7 @@ from cscale_extensions.services.eomqs.page_cache import (
     Request,
     SortedItems,
 )
-from cscale_extensions.services.eomqs.sites import Site, SiteFailure, fetch_page
+from cscale_extensions.services.eomqs.sites import Site, SiteFailure, fetch_page, parse_page
 from cscale_extensions.services.eomqs.validation import SearchParams
 from cscale_extensions.services.eomqs.windows import Window, first_width, window_bounds
 
@@ -390,7 +390,7 @@ class Merger:
             return
         for c in cursors:
             if c.mode == "s" and c.buf and c.req is not None:
-                entry = Entry(dumps([i for _, i in c.buf]), c.next, c.matched, True, True)
+                entry = Entry(dumps([i for _, i in c.buf]), c.next, c.matched, tail=True)
                 self.cache.put(self._tail_key(c, c.req, c.page_len - len(c.buf)), entry)
 
     def _resume_tail(self, c: Cursor, req: Request) -> bool:
@@ -398,12 +398,12 @@ class Merger:
         hit = self.cache.get(self._tail_key(c, req, c.offset))
         if not isinstance(hit, Entry):
             return False
-        items = loads(hit.raw)
-        c.req, c.loaded, c.next, c.answered = req, True, hit.next, True
-        if hit.matched is not None and not c.local_filter:
-            c.matched = hit.matched
-        c.page_len = c.offset + len(items)
-        c.buf = deque((self.key(i), i) for i in items)
+        page = parse_page(hit, req)
+        c.req, c.loaded, c.next, c.answered = req, True, page.next, True
+        if page.matched is not None and not c.local_filter:
+            c.matched = page.matched
+        c.page_len = c.offset + len(page.items)
+        c.buf = deque((self.key(i), i) for i in page.items)
         return True
 
     async def _ensure(self, c: Cursor) -> None:

@@ -54,7 +54,7 @@ class Entry:
     of a site page that a search's next page starts with."""
 
     raw: bytes
-    next: Request | None = None  # known once ``checked``
+    next: Request | None = None  # known once ``checked`` (a tail: from the start)
     matched: int | None = None
     checked: bool = False  # parsed once and found to be an ItemCollection
     tail: bool = False  # a list of items (merge.py), next and matched those of its page
