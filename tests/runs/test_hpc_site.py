@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 import requests
 
@@ -117,6 +118,19 @@ def _slurm_ends(hpc: SlurmSite, ref: str, states: tuple[str, ...], timeout: floa
     while (state := _slurm_state(hpc, ref)) not in states:
         assert time.monotonic() < deadline, f"job {ref} is {state}, not one of {states}"
         time.sleep(0.5)
+
+
+def _dead(proc: psutil.Process, timeout: float) -> None:
+    """Wait until ``proc`` has exited: gone, or a zombie its parent has not reaped yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        assert time.monotonic() < deadline, f"pid {proc.pid} still runs {timeout} s after SIGKILL"
+        time.sleep(0.2)
 
 
 def test_sites_listed(api):
@@ -222,32 +236,6 @@ def test_slurm_ends_the_run_at_its_walltime_timeout_with_the_output_kept(api, hp
     assert "before the limit" in outputs and "never" not in outputs
 
 
-def test_a_restarted_service_follows_the_job_again(platform, api):
-    """SIGKILL of the runs service mid-run: the hub starts it again, and it picks the run up
-    from its database (the job ran on in Slurm meanwhile)."""
-    nb = _nb("import time\ntime.sleep(12)", "print('after the restart')")
-    r = api.post("runs", {"notebook": nb, "site": "hpc"})
-    assert r.status_code == 201, r.text
-    run = api.wait(r.json()["id"], until=lambda x: x["state"] == "running" and x["cell"] >= 2)
-    old = platform.service_process("cscale_extensions.services.runs")
-    old.kill()
-    old.wait(30)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(api.url + "health", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, "the runs service did not come back"
-        time.sleep(1)
-    assert platform.service_process("cscale_extensions.services.runs").pid != old.pid
-    done = api.wait(run["id"], timeout=300)
-    assert done["state"] == "succeeded", done
-    assert done["site_job"] == run["site_job"]  # the same job, not submitted again
-    assert "after the restart" in api.output(run["id"])
-
-
 def test_refusals_name_the_reason(api):
     r = api.post("runs", {"notebook": _nb("1"), "site": "no-such-site"})
     assert r.status_code == 422 and "no compute site 'no-such-site'" in r.text, r.text
@@ -295,3 +283,30 @@ def test_cli_run_on_hpc(platform, api, tmp_path):
         check=False,
     )
     assert listed.returncode == 0 and "hpc" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_a_restarted_service_follows_the_job_again(platform, api):
+    """SIGKILL of the runs service mid-run: the hub starts it again, and it picks the run up
+    from its database (the job ran on in Slurm meanwhile). Last in the module: the service is
+    away for up to JupyterHub's service poll interval (30 s)."""
+    nb = _nb("import time\ntime.sleep(12)", "print('after the restart')")
+    r = api.post("runs", {"notebook": nb, "site": "hpc"})
+    assert r.status_code == 201, r.text
+    run = api.wait(r.json()["id"], until=lambda x: x["state"] == "running" and x["cell"] >= 2)
+    old = platform.service_process("cscale_extensions.services.runs")
+    old.kill()
+    _dead(old, 30)  # a zombie until the hub's poll (every 30 s) reaps it and starts a new one
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(api.url + "health", timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the runs service did not come back"
+        time.sleep(1)
+    assert platform.service_process("cscale_extensions.services.runs").pid != old.pid
+    done = api.wait(run["id"], timeout=300)
+    assert done["state"] == "succeeded", done
+    assert done["site_job"] == run["site_job"]  # the same job, not submitted again
+    assert "after the restart" in api.output(run["id"])

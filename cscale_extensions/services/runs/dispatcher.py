@@ -492,7 +492,7 @@ class Dispatcher:
             if not await self.servers.known(user):
                 raise Gone("server not running")
             if run["cancel_requested"] and not run["cancel_sent"]:
-                await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "cancel requested\n")
+                await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "cancelled by its owner\n")
                 self.store.update_run(run_id, cancel_sent=True, message="cancelling")
             text = await self.servers.read_text(user, f"{d}/{ex.STATUS}", STATUS_MAX_BYTES)
         except Gone:
@@ -520,7 +520,9 @@ class Dispatcher:
             if run["cancel_requested"] and not run["cancel_sent"]:
                 with contextlib.suppress(ServerError):  # a running executor stops cleanly
                     if await self.servers.known(user):
-                        await self.servers.write_text(user, f"{d}/{ex.CANCEL}", "cancel\n")
+                        await self.servers.write_text(
+                            user, f"{d}/{ex.CANCEL}", f"cancelled by its owner (scancel {ref})\n"
+                        )
                 await self.slurm.cancel(site, user, [ref])
                 self.store.update_run(
                     run_id, cancel_sent=True, message=f"cancelling (scancel {ref})"

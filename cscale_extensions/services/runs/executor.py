@@ -10,7 +10,7 @@
 - ``log.txt`` (stdout/stderr, redirected by the launcher): papermill's log with cell outputs.
 
 A ``cancel`` file in RUN_DIR, or the run's timeout, interrupts the kernel (SIGINT, then SIGKILL
-after a grace period). Started by Slurm (a run on an HPC site, see :mod:`.slurmjobs`), the
+after a grace period); the file's first line (the service writes why) starts the message. Started by Slurm (a run on an HPC site, see :mod:`.slurmjobs`), the
 executor also takes SIGTERM — Slurm's notice at ``scancel`` or at the walltime — as the
 end of the run: ``cancelled`` (a ``cancel`` file is there, or no walltime was near) or
 ``timeout``, with the output notebook kept, instead of dying without a final status (the
@@ -196,7 +196,7 @@ class Watchdog(threading.Thread):
                 if self.ended is not None:
                     self.reason, self.detail = self.ended
                 elif (self.run_dir / CANCEL).exists():
-                    self.reason = "cancelled"
+                    self.reason, self.detail = "cancelled", cancel_reason(self.run_dir)
                 elif self.timeout and now - start > self.timeout:
                     self.reason = "timeout"
                 if self.reason:
@@ -390,13 +390,25 @@ def _execute(run_dir: Path, root: Path) -> str:
     return state
 
 
+def cancel_reason(run_dir: Path) -> str:
+    """Why the run is being stopped: the first line the runs service wrote into its cancel
+    file (e.g. ``cancelled by its owner (scancel 42)``), whichever of the watchdog or Slurm's
+    SIGTERM notices first."""
+    try:
+        with open(run_dir / CANCEL, "rb") as fh:
+            first = fh.read(400).decode("utf-8", "replace").splitlines()
+    except OSError:
+        first = []
+    return clip(first[0].strip(), 200) if first and first[0].strip() else "cancelled"
+
+
 def _end_on_sigterm(watchdog: Watchdog, run_dir: Path, walltime: float) -> None:
     """Make Slurm's SIGTERM (scancel, walltime) end the run with a final status."""
     started = time.monotonic()
 
     def on_term(signum: int, frame: Any) -> None:
         if (run_dir / CANCEL).exists():
-            watchdog.end("cancelled", "cancelled: Slurm ended the job (scancel)")
+            watchdog.end("cancelled", cancel_reason(run_dir))
         elif walltime and time.monotonic() - started >= walltime - 90:
             watchdog.end("timeout", f"the Slurm job reached its walltime ({walltime:g} s)")
         else:
