@@ -8,9 +8,13 @@ For every N of ``--items`` (e.g. 10000 100000), in one run:
 - first-page latency (limit 10, newest first; median of ``--rounds``, EO-MQS and the site
   alternately, every round a different but equivalent bbox so no cache answers it);
 - deep-paging throughput (items/s paging ``--deep`` items with limit 100, 3 x as many with
-  limit 1000; whole runs, each side twice: EO-MQS, site, site, EO-MQS);
+  limit 1000; whole runs in pairs, a warm-up pair discarded, then ``--pairs`` pairs, which
+  side goes first alternating; the ratio is the median of the pairs' ratios);
 - pystac-client ``item_collection()`` of ``--max-items`` items (limit 500);
 - EO-MQS's RSS before and after all of it (psutil; EO-MQS is its own process);
+- a soak: ``--soak`` items paged through each of two fresh EO-MQS processes, one with
+  glibc's own malloc mmap threshold and one with it fixed at 128 KiB
+  (``eomqs.malloc_mmap_threshold_kib``), a page each in turn; RSS before and after, items/s;
 
 and the unsortable case: a rustac site of ``--rustac`` items (no ``item-search#sort``),
 first page through EO-MQS (checked against the true newest 10) vs the site's own first page,
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -185,26 +190,29 @@ def rustac_site(work: Path, items: list[dict[str, Any]], procs: Procs) -> str:
     return url
 
 
-def eomqs(work: Path, sites: list[dict[str, Any]], procs: Procs) -> tuple[str, psutil.Process]:
-    """EO-MQS as its own process over ``sites``; (its URL, its process). A port taken between
-    picking and binding (other jobs run here) is picked again."""
+def eomqs(
+    work: Path, sites: list[dict[str, Any]], procs: Procs, name: str = "eomqs", **settings: Any
+) -> tuple[str, psutil.Process]:
+    """EO-MQS as its own process over ``sites`` (``settings``: eomqs.* beyond the defaults);
+    (its URL, its process). A port taken between picking and binding (other jobs run here) is
+    picked again."""
     cfg = {
-        "platform": {"data_dir": str(work / "data")},
+        "platform": {"data_dir": str(work / f"{name}-data")},
         "federation": {"embedded_sites": False, "sites": sites},
-        "eomqs": {"token_secret": "bench", "log_level": "WARNING"},
+        "eomqs": {"token_secret": "bench", "log_level": "WARNING", **settings},
     }
-    (work / "eomqs.yaml").write_text(yaml.safe_dump(cfg))
+    (work / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     for _ in range(5):
         port = free_port()
         argv = [sys.executable, "-m", "cscale_extensions.services.eomqs", "--config",
-                str(work / "eomqs.yaml"), "--port", str(port)]  # fmt: skip
-        p = procs.start(argv, work / "eomqs.log")
+                str(work / f"{name}.yaml"), "--port", str(port)]  # fmt: skip
+        p = procs.start(argv, work / f"{name}.log")
         url = f"http://127.0.0.1:{port}/"
         wait_for(lambda p=p, url=url: p.poll() is not None or http_ready(url, 2), 60)
         if p.poll() is None and http_ready(url, 2):
             time.sleep(1.0)  # its health watcher has read the sites' collections
             return url, psutil.Process(p.pid)
-    raise RuntimeError(f"EO-MQS did not start: {(work / 'eomqs.log').read_text()[-800:]}")
+    raise RuntimeError(f"EO-MQS did not start: {(work / f'{name}.log').read_text()[-800:]}")
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -221,45 +229,90 @@ def first_page_ms(s: requests.Session, url: str, rnd: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def page_items_per_s(
-    s: requests.Session, url: str, limit: int, want: int, rnd: int
-) -> tuple[float, int]:
-    """Items per second paging one search (POST, next links) to ``want`` items or its end;
-    ``rnd`` makes the search distinct (an equivalent bbox), so no cache of an earlier run helps."""
+def pages(s: requests.Session, url: str, limit: int, rnd: int) -> Iterator[int]:
+    """Page one search (POST, next links) to its end, yielding each page's item count; ``rnd``
+    makes the search distinct (an equivalent bbox), so no cache of an earlier run helps."""
     body = {"limit": limit, "sortby": DESC, "bbox": [-180 + (100 + rnd) * 1e-6, -90, 180, 90]}
-    t0 = time.perf_counter()
     r = s.post(url + "search", json=body, timeout=300)
-    got = 0
     while True:
         r.raise_for_status()
         doc = r.json()
-        got += len(doc["features"])
+        yield len(doc["features"])
         nxt = [ln for ln in doc.get("links", []) if ln.get("rel") == "next"]
-        if got >= want or not nxt or not doc["features"]:
-            break
+        if not nxt or not doc["features"]:
+            return
         ln = nxt[0]
         if ln.get("method", "GET").upper() == "POST":
             r = s.post(ln["href"], json=ln.get("body") or {}, timeout=300)
         else:
             r = s.get(ln["href"], timeout=300)
+
+
+def page_items_per_s(
+    s: requests.Session, url: str, limit: int, want: int, rnd: int
+) -> tuple[float, int]:
+    """Items per second paging one search to ``want`` items or its end."""
+    t0 = time.perf_counter()
+    got = 0
+    for n in pages(s, url, limit, rnd):
+        got += n
+        if got >= want:
+            break
     return got / (time.perf_counter() - t0), got
 
 
 def deep_paging(
-    s: requests.Session, fed: str, site: str, limit: int, want: int
-) -> tuple[float, float, int]:
-    """Items/s paging ``want`` items through EO-MQS and through the site: each twice, whole
-    runs in the order EO-MQS, site, site, EO-MQS (the machine's load drifts), a pause between
-    runs (EO-MQS's read-ahead of an abandoned run must not overlap the site's run); the means."""
-    out: dict[str, list[float]] = {fed: [], site: []}
+    s: requests.Session, fed: str, site: str, limit: int, want: int, pairs: int
+) -> tuple[float, float, float, int]:
+    """Items/s paging ``want`` items through EO-MQS and through the site, as whole runs in
+    pairs: a warm-up pair first (discarded: the site's PostgreSQL gets much faster per page as
+    it warms), then ``pairs`` pairs, which side goes first alternating (the machine's load
+    drifts), a pause between runs (EO-MQS's read-ahead of an abandoned run must not overlap
+    the site's run). (EO-MQS's median, the site's median, the median of the pairs' ratios,
+    items per run)."""
+    rates: dict[str, list[float]] = {fed: [], site: []}
+    ratios: list[float] = []
     got = set()
-    for rnd, url in enumerate((fed, site, site, fed)):
-        rate, n = page_items_per_s(s, url, limit, want, rnd // 2)
-        out[url].append(rate)
-        got.add(n)
-        time.sleep(1.0)
+    for k in range(pairs + 1):
+        pair = {}
+        for url in (fed, site) if k % 2 else (site, fed):
+            rate, n = page_items_per_s(s, url, limit, want, 2 * k + (url == site))
+            pair[url] = rate
+            got.add(n)
+            time.sleep(1.0)
+        if k:
+            rates[fed].append(pair[fed])
+            rates[site].append(pair[site])
+            ratios.append(pair[fed] / pair[site])
     assert len(got) == 1, got
-    return statistics.mean(out[fed]), statistics.mean(out[site]), got.pop()
+    med = statistics.median
+    return med(rates[fed]), med(rates[site]), med(ratios), got.pop()
+
+
+def soak(
+    s: requests.Session, procs: dict[str, psutil.Process], urls: dict[str, str], want: int
+) -> dict[str, tuple[float, float, float]]:
+    """Page ``want`` items (limit 1000, one search after another) through each of several
+    EO-MQS processes over the same site, a page from each in turn (so they see the same load):
+    {name: (RSS MiB before, RSS MiB after, items/s)}."""
+    before = {name: rss_mib(proc) for name, proc in procs.items()}
+    served = dict.fromkeys(urls, 0)
+    busy = dict.fromkeys(urls, 0.0)
+    runs = {name: pages(s, url, 1000, 1000) for name, url in urls.items()}
+    rnd = 1000
+    while any(n < want for n in served.values()):
+        for name, url in urls.items():
+            if served[name] >= want:
+                continue
+            t0 = time.perf_counter()
+            n = next(runs[name], None)
+            if n is None:  # this search is paged out: the next one
+                rnd += 1
+                runs[name] = pages(s, url, 1000, rnd)
+                n = next(runs[name])
+            busy[name] += time.perf_counter() - t0
+            served[name] += n
+    return {name: (before[name], rss_mib(procs[name]), served[name] / busy[name]) for name in urls}
 
 
 def pystac_s(url: str, max_items: int) -> tuple[float, int]:
@@ -275,8 +328,9 @@ def pystac_s(url: str, max_items: int) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def line(name: str, fed: float, site: float, unit: str) -> str:
-    ratio = fed / site if site else float("nan")
+def line(name: str, fed: float, site: float, unit: str, ratio: float | None = None) -> str:
+    if ratio is None:
+        ratio = fed / site if site else float("nan")
     return f"| {name:<34} | {fed:>10.1f} | {site:>10.1f} | {ratio:>6.2f} | {unit} |"
 
 
@@ -312,8 +366,8 @@ def bench_pgstac(n: int, templates: list, work: Path, args: argparse.Namespace) 
         ]
         for limit in (100, 1000):
             want = min(n, args.deep if limit == 100 else 3 * args.deep)
-            tf, ts, got = deep_paging(s, fed, site, limit, want)
-            rows.append(line(f"deep paging, limit {limit} ({got} items)", tf, ts, "items/s"))
+            tf, ts, ratio, got = deep_paging(s, fed, site, limit, want, args.pairs)
+            rows.append(line(f"deep paging, limit {limit} ({got} items)", tf, ts, "items/s", ratio))
         took: dict[str, list[float]] = {fed: [], site: []}
         counts = set()
         for k in range(2):  # twice each, alternately (which goes first too): the medians
@@ -332,8 +386,34 @@ def bench_pgstac(n: int, templates: list, work: Path, args: argparse.Namespace) 
         print(f"\nEO-MQS RSS: {rss0:.0f} MiB before, {rss1:.0f} MiB after ({rss1 - rss0:+.0f} MiB); "
               f"the site's order stated by EO-MQS: {ordering}")  # fmt: skip
         sys.stdout.flush()
+        if args.soak:
+            soak_rows(n, site, work, procs, s, min(args.soak, n))
     finally:
         procs.stop()
+
+
+def soak_rows(n: int, site: str, work: Path, procs: Procs, s: requests.Session, want: int) -> None:
+    """Two fresh EO-MQS processes over the site, glibc's own malloc mmap threshold vs a fixed
+    128 KiB (eomqs.malloc_mmap_threshold_kib), each paging ``want`` items, a page each in turn."""
+    sides = {"glibc's own threshold": 0, "fixed 128 KiB": 128}
+    urls, ps = {}, {}
+    for k, (name, kib) in enumerate(sides.items()):
+        urls[name], ps[name] = eomqs(
+            work, [{"name": "scale", "url": site, "timeout": 120}], procs, f"soak{k}",
+            malloc_mmap_threshold_kib=kib,
+        )  # fmt: skip
+        s.post(urls[name] + "search", json={"limit": 10, "sortby": DESC}, timeout=120).json()
+    t0 = time.monotonic()
+    out = soak(s, ps, urls, want)
+    print(f"\n#### soak: {want} items paged (limit 1000) through each of two fresh EO-MQS "
+          f"processes, a page each in turn ({time.monotonic() - t0:.0f} s)\n")  # fmt: skip
+    print("| malloc mmap threshold | RSS before (MiB) | RSS after (MiB) | growth | items/s |")
+    print("|-----------------------|-----------------:|----------------:|-------:|--------:|")
+    for name, (r0, r1, rate) in out.items():
+        print(f"| {name:<21} | {r0:>16.0f} | {r1:>15.0f} | {r1 - r0:>+6.0f} | {rate:>7.0f} |")
+    a, b = out.values()
+    print(f"\nitems/s, fixed / glibc's own: {b[2] / a[2]:.2f}")
+    sys.stdout.flush()
 
 
 def bench_rustac(n: int, templates: list, work: Path, args: argparse.Namespace) -> None:
@@ -393,6 +473,13 @@ def main() -> int:
     p.add_argument(
         "--deep", type=int, default=1000, help="items paged with limit 100 (x3 with 1000)"
     )
+    p.add_argument(
+        "--pairs", type=int, default=3, help="deep-paging pairs measured (after a warm-up pair)"
+    )
+    p.add_argument(
+        "--soak", type=int, default=100000,
+        help="items paged through each of two fresh EO-MQS processes for RSS (0: no soak)",
+    )  # fmt: skip
     p.add_argument("--max-items", type=int, default=2000)
     p.add_argument(
         "--data-dir", default="/tmp/cscale-bench-eodata", help="where the sample data are prepared"

@@ -11,6 +11,8 @@ from typing import Any
 
 from cscale_extensions.services.eomqs.registration import SERVICE_NAME, SERVICE_PREFIX, service_spec
 
+log = logging.getLogger(__name__)
+
 __all__ = ["SERVICE_NAME", "SERVICE_PREFIX", "add_eomqs_parser", "build_app", "run", "service_spec"]
 
 
@@ -36,11 +38,27 @@ def run(
     level = cfg["eomqs"]["log_level"]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = build_app(cfg, prefix)
+    if kib := cfg["eomqs"]["malloc_mmap_threshold_kib"]:
+        set_mmap_threshold(kib * 1024)
     # what is loaded by now lives as long as the process: out of the garbage collector's full
     # collections, which otherwise walk every module's objects again and again while it serves
     gc.collect()
     gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=level.lower(), access_log=False)
+
+
+def set_mmap_threshold(nbytes: int) -> bool:
+    """glibc's ``M_MMAP_THRESHOLD`` for this process: allocations from ``nbytes`` get their own
+    mapping, unmapped when freed (fixing it also stops glibc raising it as blocks are freed).
+    False where the C library is not glibc."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        log.warning("eomqs.malloc_mmap_threshold_kib ignored: the C library is not glibc")
+        return False
+    m_mmap_threshold = -3  # malloc.h
+    return bool(ctypes.CDLL(None).mallopt(m_mmap_threshold, nbytes))
 
 
 def _cmd(args: argparse.Namespace) -> int:
