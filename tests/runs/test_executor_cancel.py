@@ -76,8 +76,12 @@ def _finish(proc: subprocess.Popen, run_dir: Path) -> dict:
     try:
         proc.wait(90)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the executor and its kernel
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
             proc.kill()
+            proc.wait(10)
     return _status(run_dir)
 
 
@@ -102,5 +106,14 @@ def test_the_cancel_reason_is_the_message(tmp_path, slurm_sigterm):
 def test_an_empty_cancel_file_still_says_cancelled(tmp_path):
     proc, run_dir = _start(tmp_path, slurm=False)
     (run_dir / ex.CANCEL).write_text("")
+    status = _finish(proc, run_dir)
+    assert status["state"] == "cancelled" and status["message"].startswith("cancelled"), status
+
+
+def test_a_fifo_planted_as_the_cancel_file_does_not_hang_the_watchdog(tmp_path):
+    """Attack on one's own limits: a FIFO opened for reading blocks until a writer comes, which
+    in the watchdog would also stop it enforcing the run's timeout."""
+    proc, run_dir = _start(tmp_path, slurm=False)
+    os.mkfifo(run_dir / ex.CANCEL)
     status = _finish(proc, run_dir)
     assert status["state"] == "cancelled" and status["message"].startswith("cancelled"), status

@@ -10,12 +10,13 @@
 - ``log.txt`` (stdout/stderr, redirected by the launcher): papermill's log with cell outputs.
 
 A ``cancel`` file in RUN_DIR, or the run's timeout, interrupts the kernel (SIGINT, then SIGKILL
-after a grace period); the file's first line (the service writes why) starts the message. Started by Slurm (a run on an HPC site, see :mod:`.slurmjobs`), the
-executor also takes SIGTERM — Slurm's notice at ``scancel`` or at the walltime — as the
-end of the run: ``cancelled`` (a ``cancel`` file is there, or no walltime was near) or
-``timeout``, with the output notebook kept, instead of dying without a final status (the
-service then records the state Slurm gives the job: its own guess is only a fallback). A
-``claim`` file created exclusively makes a second launch a no-op.
+after a grace period); the file's first line (the service writes why) starts the message.
+Started by Slurm (a run on an HPC site, see :mod:`.slurmjobs`), the executor also takes
+SIGTERM — Slurm's notice at ``scancel`` or at the walltime — as the end of the run:
+``cancelled`` (a ``cancel`` file is there, or no walltime was near) or ``timeout``, with the
+output notebook kept, instead of dying without a final status (the service then records the
+state Slurm gives the job: its own guess is only a fallback). A ``claim`` file created
+exclusively makes a second launch a no-op.
 
 A full disk loses nothing already written: every save of the output notebook goes to a
 temporary file that replaces the previous save only when complete, and a small reserve file
@@ -34,6 +35,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -394,11 +396,16 @@ def cancel_reason(run_dir: Path) -> str:
     """Why the run is being stopped: the first line the runs service wrote into its cancel
     file (e.g. ``cancelled by its owner (scancel 42)``), whichever of the watchdog or Slurm's
     SIGTERM notices first."""
-    try:
-        with open(run_dir / CANCEL, "rb") as fh:
-            first = fh.read(400).decode("utf-8", "replace").splitlines()
+    first: list[str] = []
+    try:  # a regular file only: a FIFO or device planted there must not block the watchdog
+        fd = os.open(run_dir / CANCEL, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                first = os.read(fd, 400).decode("utf-8", "replace").splitlines()
+        finally:
+            os.close(fd)
     except OSError:
-        first = []
+        pass
     return clip(first[0].strip(), 200) if first and first[0].strip() else "cancelled"
 
 
