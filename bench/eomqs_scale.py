@@ -298,8 +298,8 @@ def soak(
     before = {name: rss_mib(proc) for name, proc in procs.items()}
     served = dict.fromkeys(urls, 0)
     busy = dict.fromkeys(urls, 0.0)
-    runs = {name: pages(s, url, 1000, 1000) for name, url in urls.items()}
     rnd = 1000
+    runs = {name: pages(s, url, 1000, rnd) for name, url in urls.items()}
     while any(n < want for n in served.values()):
         for name, url in urls.items():
             if served[name] >= want:
@@ -387,12 +387,12 @@ def bench_pgstac(n: int, templates: list, work: Path, args: argparse.Namespace) 
               f"the site's order stated by EO-MQS: {ordering}")  # fmt: skip
         sys.stdout.flush()
         if args.soak:
-            soak_rows(n, site, work, procs, s, min(args.soak, n))
+            soak_rows(site, work, procs, s, min(args.soak, n))
     finally:
         procs.stop()
 
 
-def soak_rows(n: int, site: str, work: Path, procs: Procs, s: requests.Session, want: int) -> None:
+def soak_rows(site: str, work: Path, procs: Procs, s: requests.Session, want: int) -> None:
     """Two fresh EO-MQS processes over the site, glibc's own malloc mmap threshold vs a fixed
     128 KiB (eomqs.malloc_mmap_threshold_kib), each paging ``want`` items, a page each in turn."""
     sides = {"glibc's own threshold": 0, "fixed 128 KiB": 128}

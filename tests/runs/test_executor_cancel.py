@@ -72,15 +72,19 @@ def _start(tmp_path: Path, slurm: bool) -> tuple[subprocess.Popen, Path]:
     return proc, run_dir
 
 
+def _signal_job(proc: subprocess.Popen, sig: int) -> None:
+    """``sig`` to the executor and everything it started (its kernel), as Slurm signals a job."""
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(sig)
+
+
 def _finish(proc: subprocess.Popen, run_dir: Path) -> dict:
     try:
         proc.wait(90)
     finally:
-        if proc.poll() is None:  # the executor and its kernel
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child.kill()
-            proc.kill()
+        if proc.poll() is None:
+            _signal_job(proc, signal.SIGKILL)
             proc.wait(10)
     return _status(run_dir)
 
@@ -90,10 +94,7 @@ def test_the_cancel_reason_is_the_message(tmp_path, slurm_sigterm):
     proc, run_dir = _start(tmp_path, slurm=slurm_sigterm)
     (run_dir / ex.CANCEL).write_text(REASON + "\n")
     if slurm_sigterm:  # scancel: every process of the job at once
-        targets = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        for p in targets:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGTERM)
+        _signal_job(proc, signal.SIGTERM)
     status = _finish(proc, run_dir)
     assert status["state"] == "cancelled", status
     assert status["message"].startswith(REASON), status["message"]
